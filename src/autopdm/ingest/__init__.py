@@ -1,0 +1,1 @@
+"""Ingestion: every source turns into canonical samples / dtc_events through the store."""

@@ -1,0 +1,131 @@
+"""Parquet store under $AUTOPDM_HOME.
+
+Samples and DTC events are appended as small immutable files, hive-partitioned by vehicle and
+date. Every file is written to a temporary name and renamed into place, so a crash leaves either
+the whole file or nothing. Derived tables (trips, vehicles, service_events, features) are
+single files replaced atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from . import schemas
+from .config import Paths
+
+
+def atomic_write_parquet(table: pa.Table, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+@dataclass
+class AppendResult:
+    written: int
+    quarantined: int
+    files: list[Path]
+    reasons: list[str]
+
+
+def _append_partitioned(df: pd.DataFrame, table: str, root: Path) -> list[Path]:
+    files = []
+    if df.empty:
+        return files
+    day = df["ts"].dt.strftime("%Y-%m-%d")
+    for (vin, d), part in df.groupby([df["vehicle_id"], day], sort=True):
+        path = root / f"vehicle_id={vin}" / f"date={d}" / f"part-{uuid.uuid4().hex}.parquet"
+        atomic_write_parquet(schemas.to_arrow(part.sort_values("ts"), table), path)
+        files.append(path)
+    return files
+
+
+def write_quarantine(q: pd.DataFrame, paths: Paths, table: str) -> Path | None:
+    if q.empty:
+        return None
+    path = paths.quarantine / table / f"part-{uuid.uuid4().hex}.parquet"
+    return atomic_write_parquet(schemas.to_arrow(q, "quarantine"), path)
+
+
+def append(df: pd.DataFrame, table: str, paths: Paths | None = None, origin: str = "") -> AppendResult:
+    """Validate and append samples or dtc_events; rejected rows go to quarantine with reasons."""
+    if table not in ("samples", "dtc_events"):
+        raise schemas.SchemaError(f"append is for samples and dtc_events, not {table!r}")
+    paths = paths or Paths.from_env()
+    v = schemas.validate(df, table, origin=origin)
+    write_quarantine(v.quarantine, paths, table)
+    root = paths.samples if table == "samples" else paths.dtc_events
+    files = _append_partitioned(v.valid, table, root)
+    return AppendResult(v.n_valid, v.n_quarantined, files, list(v.quarantine["reason"][:20]))
+
+
+def _read_partitioned(root: Path, table: str, vehicle_ids=None, start=None, end=None) -> pd.DataFrame:
+    if not root.exists() or not any(root.rglob("*.parquet")):
+        return schemas.empty(table)
+    dataset = ds.dataset(root, format="parquet", partitioning="hive", schema=schemas.TABLES[table].append(pa.field("date", pa.string())), exclude_invalid_files=True)
+    filt = None
+    if vehicle_ids is not None:
+        filt = ds.field("vehicle_id").isin(list(vehicle_ids))
+    if start is not None:
+        f = ds.field("ts") >= pd.Timestamp(start, tz="UTC")
+        filt = f if filt is None else filt & f
+    if end is not None:
+        f = ds.field("ts") < pd.Timestamp(end, tz="UTC")
+        filt = f if filt is None else filt & f
+    tbl = dataset.to_table(filter=filt, columns=[f.name for f in schemas.TABLES[table]])
+    df = tbl.to_pandas()
+    return df.sort_values(["vehicle_id", "ts"], kind="stable").reset_index(drop=True)
+
+
+def read_samples(paths: Paths | None = None, vehicle_ids=None, start=None, end=None) -> pd.DataFrame:
+    paths = paths or Paths.from_env()
+    return _read_partitioned(paths.samples, "samples", vehicle_ids, start, end)
+
+
+def read_dtc_events(paths: Paths | None = None, vehicle_ids=None) -> pd.DataFrame:
+    paths = paths or Paths.from_env()
+    return _read_partitioned(paths.dtc_events, "dtc_events", vehicle_ids)
+
+
+def read_quarantine(paths: Paths | None = None, table: str = "samples") -> pd.DataFrame:
+    paths = paths or Paths.from_env()
+    root = paths.quarantine / table
+    if not root.exists():
+        return schemas.QUARANTINE.empty_table().to_pandas()
+    return ds.dataset(root, format="parquet").to_table().to_pandas()
+
+
+def write_table(df: pd.DataFrame, name: str, paths: Paths | None = None) -> Path:
+    """Replace a whole single-file table. Canonical tables are conformed to their schema."""
+    paths = paths or Paths.from_env()
+    if name in schemas.TABLES:
+        tbl = schemas.to_arrow(schemas.conform(df, name), name)
+    else:
+        tbl = pa.Table.from_pandas(df, preserve_index=False)
+    return atomic_write_parquet(tbl, paths.table(name))
+
+
+def read_table(name: str, paths: Paths | None = None, columns=None, filters=None) -> pd.DataFrame:
+    paths = paths or Paths.from_env()
+    path = paths.table(name)
+    if not path.exists():
+        if name in schemas.TABLES:
+            return schemas.empty(name)
+        raise FileNotFoundError(f"{path} does not exist: run the step that builds {name!r} first")
+    return pq.read_table(path, columns=columns, filters=filters).to_pandas()
