@@ -20,7 +20,7 @@ from . import ingest as _ingest  # noqa: E402
 _data.register(app)
 _ingest.register(app)
 
-for _name in ("models", "service", "monitor", "demo"):
+for _name in ("simulate", "models", "service", "monitor", "demo"):
     try:
         _mod = __import__(f"autopdm.cli.{_name}", fromlist=["register"])
     except ModuleNotFoundError as exc:  # an area not built yet

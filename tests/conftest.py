@@ -1,0 +1,33 @@
+"""Shared fixtures. Every test runs with its own $AUTOPDM_HOME under tmp_path."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from autopdm.config import Paths
+
+ROOT = Path(__file__).resolve().parents[1]
+CAROBD = Path(os.environ.get("AUTOPDM_CAROBD", ROOT.parent / "shared" / "data" / "carobd"))
+if not CAROBD.exists():  # the shipped sample in data/ stands in when shared/ is absent
+    CAROBD = ROOT / "data" / "carobd"
+
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Paths:
+    monkeypatch.setenv("AUTOPDM_HOME", str(tmp_path / "var"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return Paths.from_env().ensure()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
