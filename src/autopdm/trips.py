@@ -57,7 +57,7 @@ def summarise(samples: pd.DataFrame, min_duration_s: float = 10.0) -> pd.DataFra
     """Trips table (schemas.TRIPS) from canonical samples of any number of vehicles."""
     if samples.empty:
         return schemas.empty("trips")
-    s = samples.sort_values(["vehicle_id", "ts"], kind="stable").reset_index(drop=True)
+    s = schemas.conform(samples, "samples").sort_values(["vehicle_id", "ts"], kind="stable").reset_index(drop=True)
     on = engine_on(s)
     s["trip"] = _trip_ids(s, on)
     s["t"] = s["ts"].to_numpy("datetime64[ms]").astype("int64") / 1000.0
