@@ -31,5 +31,94 @@ def ingest_csv(
         console.print(f"{r.path.name}: {r.written} samples, {r.quarantined} quarantined{extra}")
 
 
+def _render_obd(stats):
+    from rich.table import Table
+
+    t = Table(title=f"autopdm ingest obd — {stats.state}", show_header=False, expand=False)
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("vehicle", str(stats.vehicle_id or "?"))
+    t.add_row("protocol", stats.protocol or "?")
+    t.add_row("samples/s", f"{stats.rate_samples:.1f}  (requests/s {stats.rate_queries:.1f})")
+    t.add_row("samples", f"{stats.samples:,} in {stats.batches:,} committed batches")
+    t.add_row("trips closed / reconnects", f"{stats.trips_closed} / {stats.reconnects}")
+    t.add_row("DTC events / negative answers", f"{stats.dtc_events} / {stats.negative_responses}")
+    for k, v in sorted(stats.last_values.items()):
+        t.add_row(k, f"{v:.1f}" if isinstance(v, float) else str(v))
+    for e in stats.events[-4:]:
+        t.add_row("", e)
+    return t
+
+
+@ingest_app.command("obd")
+def ingest_obd(
+    port: str = typer.Option(..., "--port", help="serial path, rfcomm device or socket://host:35000"),
+    vehicle_id: Optional[str] = typer.Option(None, "--vehicle-id", help="VIN to use when the car does not report one"),
+    duration: Optional[float] = typer.Option(None, "--duration", help="stop after S seconds (default: until Ctrl-C)"),
+    interval: float = typer.Option(0.1, "--interval", help="minimum seconds between polling cycles (0 = as fast as the adapter answers)"),
+    batch_interval: float = typer.Option(1.0, "--batch-seconds", help="seconds of samples per spool batch (fsync each)"),
+    dtc_interval: float = typer.Option(60.0, "--dtc-interval", help="seconds between stored/pending DTC reads"),
+    baudrate: Optional[int] = typer.Option(None, "--baudrate", help="adapter baud rate (default: auto)"),
+    protocol: Optional[str] = typer.Option(None, "--protocol", help="ELM protocol number 1-9/A (default: auto)"),
+    single_pid: bool = typer.Option(False, "--single-pid", help="one PID per request (for ECUs that reject multi-PID requests)"),
+    print_batches: bool = typer.Option(False, "--print-batches", help="print each committed batch id on stdout"),
+) -> None:
+    """Record live from an ELM327 dongle (python-OBD): spool first, then the store."""
+    import signal
+    import sys
+
+    from rich.live import Live
+
+    from ..ingest import obd as obd_ingest
+
+    p = paths()
+    on_batch = None
+    if print_batches:
+        def on_batch(bid, n):
+            print(f"committed {bid} samples={n}", flush=True)
+    with clear_errors(obd_ingest.VinError, RuntimeError):
+        rec = obd_ingest.ObdRecorder(port, p, vehicle_id, duration, interval=interval, batch_interval=batch_interval,
+                                     dtc_interval=dtc_interval, baudrate=baudrate, protocol=protocol,
+                                     multi_pid=not single_pid, on_batch=on_batch)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: rec.stop())
+        if console.is_terminal:
+            with Live(get_renderable=lambda: _render_obd(rec.stats), console=console, refresh_per_second=4):
+                stats = rec.run()
+        else:
+            stats = rec.run()
+    for e in stats.events:
+        console.print(e)
+    elapsed = max(1e-9, __import__("time").monotonic() - stats.started)
+    console.print(f"{stats.samples:,} samples, {stats.dtc_events} DTC events in {stats.batches} batches "
+                  f"({stats.samples / elapsed:.1f} samples/s, {stats.queries / elapsed:.1f} requests/s); "
+                  f"{stats.trips_closed} trip(s) closed, {stats.reconnects} reconnect(s); vehicle {stats.vehicle_id}")
+    sys.stdout.flush()
+
+
+def upload_cmd(
+    url: str = typer.Option(..., "--url", help="service base URL; batches go to {URL}/telemetry"),
+    token: Optional[str] = typer.Option(None, "--token", envvar="AUTOPDM_API_TOKEN", help="bearer token (default $AUTOPDM_API_TOKEN)"),
+    max_attempts: int = typer.Option(8, "--max-attempts", help="tries per batch before giving up (backoff doubles)"),
+) -> None:
+    """Send spooled batches to the service; delete segments once acknowledged."""
+    from ..ingest import upload as up
+
+    p = paths()
+    pending = up.count_pending(p)
+    if not pending:
+        console.print("spool is empty: nothing to upload")
+        return
+    with clear_errors(up.UploadError), progress() as bar:
+        task = bar.add_task("uploading", total=pending)
+        rep = up.upload(p, url, token, max_attempts=max_attempts, progress=lambda n: bar.advance(task, n))
+    console.print(f"{rep.batches_sent} batches acknowledged: {rep.accepted:,} accepted, {rep.quarantined:,} quarantined "
+                  f"by the server, {rep.duplicates} already known; {rep.retries} retries; "
+                  f"{rep.segments_deleted} segment(s) removed, {rep.segments_kept} kept")
+    for c in rep.corrupt:
+        console.print(f"[yellow]unreadable spool line kept aside:[/yellow] {c}")
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(ingest_app, name="ingest")
+    app.command("upload")(upload_cmd)

@@ -1,0 +1,203 @@
+"""Benchmark the BentoML service against in-process LightGBM on the same rows.
+
+    python benchmarks/bench_service.py [--home DIR] [--rows 5000] [--assess-requests 400]
+
+Uses the trained models and features under --home (default $AUTOPDM_HOME or ./var). Without
+champion models there, it builds a small fleet in a temporary directory first (simulate →
+features → train). Starts `bentoml serve autopdm.service:Autopdm` on 127.0.0.1 and measures:
+
+* in-process: `Champion.predict` of the three models on a DataFrame of N feature rows (the limit)
+* POST /predict: rows/s with 500-row requests, 1 and 20 concurrent clients
+* POST /assess: one vehicle per request (what a CRM does), p50/p99 latency at 1 and 20 clients
+
+Targets (issue 5): /predict ≥ 30 % of in-process rows/s; /assess p99 < 50 ms at 20 clients.
+Writes $HOME/reports/bench_service.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ensure_models(home: Path) -> Path:
+    from autopdm.config import Paths
+
+    try:
+        from autopdm.champion import load_champions
+
+        load_champions(Paths.from_env(home))
+        return home
+    except Exception as exc:  # noqa: BLE001
+        print(f"no champion models under {home} ({exc}); building a small fleet", file=sys.stderr)
+    tmp = Path(tempfile.mkdtemp(prefix="autopdm-bench-")) / "var"
+    build_small_home(tmp)
+    return tmp
+
+
+def build_small_home(home: Path, n_vehicles: int = 120, days: int = 240, seed: int = 7) -> None:
+    """simulate → features → train, under `home` (also used by the service tests)."""
+    from autopdm import store
+    from autopdm.config import Paths
+    from autopdm.features import build_features
+    from autopdm.simulate import simulate_fleet, write_fleet
+    from autopdm.train import train_all
+
+    paths = Paths.from_env(home).ensure()
+    os.environ["AUTOPDM_HOME"] = str(paths.home)
+    fleet = simulate_fleet(n_vehicles, days, seed)
+    write_fleet(fleet, paths)
+    feats = build_features(fleet.trips, fleet.vehicles, fleet.service_events, fleet.dtc_events)
+    store.write_table(feats, "features", paths)
+    train_all(paths, seed=0)
+
+
+def pct(xs, q):
+    return float(np.percentile(np.asarray(xs) * 1000, q))
+
+
+async def run_clients(url, bodies, headers, concurrency, n_requests):
+    import httpx
+
+    lat = []
+    it = iter(range(n_requests))
+
+    async def worker(client):
+        for i in it:
+            body = bodies[i % len(bodies)]
+            t = time.perf_counter()
+            r = await client.post(url, content=body, headers=headers)
+            lat.append(time.perf_counter() - t)
+            if r.status_code != 200:
+                raise RuntimeError(f"{url}: {r.status_code} {r.text[:300]}")
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        # warm-up
+        for b in bodies[: min(3, len(bodies))]:
+            await client.post(url, content=b, headers=headers)
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        wall = time.perf_counter() - t0
+    return lat, wall
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--home", default=os.environ.get("AUTOPDM_HOME", "var"))
+    ap.add_argument("--rows", type=int, default=5000)
+    ap.add_argument("--batch", type=int, default=500)
+    ap.add_argument("--assess-requests", type=int, default=400)
+    args = ap.parse_args()
+
+    import pandas as pd
+
+    from autopdm import store
+    from autopdm.champion import load_champions
+    from autopdm.config import Paths
+
+    home = ensure_models(Path(args.home).resolve())
+    paths = Paths.from_env(home)
+    champions = load_champions(paths)
+    names = sorted({f for c in champions.values() for f in c.feature_names})
+    feats = store.read_table("features", paths)
+    rng = np.random.default_rng(0)
+    sample = feats.iloc[rng.choice(len(feats), size=min(args.rows, len(feats)), replace=len(feats) < args.rows)]
+    X = sample[names].reset_index(drop=True)
+
+    # in-process: the three models on the same rows
+    best = math.inf
+    for _ in range(5):
+        t = time.perf_counter()
+        for c in champions.values():
+            c.predict(X.reindex(columns=list(c.feature_names)))
+        best = min(best, time.perf_counter() - t)
+    inproc_rows_s = len(X) / best
+
+    records = json.loads(X.to_json(orient="records"))  # NaN → null
+    bodies = [json.dumps({"rows": records[i:i + args.batch]}).encode() for i in range(0, len(records), args.batch)]
+    vins = list(feats["vehicle_id"].drop_duplicates())
+    as_of = str(pd.to_datetime(feats["date"]).max().date())
+    assess_bodies = [json.dumps({"vehicle_ids": [v], "as_of": as_of}).encode() for v in vins]
+
+    token = secrets.token_urlsafe(16)
+    port = free_port()
+    env = dict(os.environ, AUTOPDM_HOME=str(home), AUTOPDM_API_TOKEN=token)
+    log = open(Path(home) / "bench_serve.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "autopdm.service:Autopdm", "--host", "127.0.0.1",
+                             "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    results: dict = {"rows": len(X), "features": len(names), "in_process_rows_per_s": round(inproc_rows_s)}
+    try:
+        import httpx
+
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(base + "/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("service did not become ready; see " + log.name)
+            time.sleep(0.2)
+
+        for conc in (1, 20):
+            n_req = max(len(bodies), 2 * conc) * (2 if conc == 1 else 4)
+            lat, wall = asyncio.run(run_clients(base + "/predict", bodies, headers, conc, n_req))
+            rows_done = sum(len(records[i * args.batch:(i + 1) * args.batch]) for i in range(len(bodies))) * n_req / len(bodies)
+            results[f"predict_rows_per_s_c{conc}"] = round(rows_done / wall)
+            results[f"predict_p50_ms_c{conc}"] = round(pct(lat, 50), 1)
+        for conc in (1, 20):
+            lat, wall = asyncio.run(run_clients(base + "/assess", assess_bodies, headers, conc, args.assess_requests))
+            results[f"assess_p50_ms_c{conc}"] = round(pct(lat, 50), 2)
+            results[f"assess_p99_ms_c{conc}"] = round(pct(lat, 99), 2)
+            results[f"assess_req_per_s_c{conc}"] = round(len(lat) / wall)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+    best_predict = max(results["predict_rows_per_s_c1"], results["predict_rows_per_s_c20"])
+    results["predict_share_of_in_process"] = round(best_predict / inproc_rows_s, 3)
+    results["targets"] = {
+        "predict_ge_30pct_in_process": results["predict_share_of_in_process"] >= 0.30,
+        "assess_p99_lt_50ms_c20": results["assess_p99_ms_c20"] < 50,
+    }
+    out = Path(home) / "reports" / "bench_service.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    w = max(len(k) for k in results)
+    for k, v in results.items():
+        print(f"{k:<{w}}  {v}")
+    print(f"(written to {out})")
+    return 0 if all(results["targets"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

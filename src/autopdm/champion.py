@@ -1,0 +1,230 @@
+"""Champion models: loaded from the MLflow registry (alias `champion`), LightGBM booster natively.
+
+What a registered version carries (written by `autopdm.train`):
+
+* the LightGBM booster (`model.lgb` in the logged model's artifacts, MLflow lightgbm flavor),
+* model-version tags `threshold` (operating threshold on the calibrated risk), `calibration`
+  (JSON: `{"method": "platt", "a": .., "b": ..}` applied to the raw log-odds), `component`,
+  `alert_budget`, `min_precision`, `feature_names` (JSON) and the held-out metrics,
+* the same threshold/calibration in the MLmodel file's `metadata` (a fallback for copies of the
+  model outside this registry).
+
+`load_champions` reads them without the pyfunc machinery (a native booster loads in
+milliseconds); importing mlflow is still needed to resolve the alias.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .config import Paths
+from .features import COMPONENTS
+
+MODEL_NAME = "autopdm-{component}"
+ALIAS = "champion"
+MODEL_FILE = "model.lgb"
+
+
+class ChampionError(RuntimeError):
+    """A champion model or one of the things it needs is missing."""
+
+
+def model_name(component: str) -> str:
+    return MODEL_NAME.format(component=component)
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
+
+
+def apply_calibration(calibration: dict, margin: np.ndarray) -> np.ndarray:
+    m = np.asarray(margin, dtype=float)
+    method = calibration.get("method", "platt")
+    if method == "platt":
+        return _sigmoid(float(calibration["a"]) * m + float(calibration["b"]))
+    if method == "isotonic":
+        return np.interp(m, np.asarray(calibration["x"], float), np.asarray(calibration["y"], float))
+    if method == "identity":
+        return _sigmoid(m)
+    raise ChampionError(f"unknown calibration method {method!r}")
+
+
+@dataclass
+class Champion:
+    component: str            # "brake" | "tire" | "battery"
+    name: str                 # "autopdm-brake" ...
+    version: str              # registry version ("" for an unregistered candidate)
+    feature_names: list[str]
+    threshold: float          # operating threshold on the calibrated risk
+    booster: Any = None       # lightgbm.Booster
+    calibration: dict = field(default_factory=lambda: {"method": "identity"})
+    metrics: dict = field(default_factory=dict)
+    tags: dict = field(default_factory=dict)
+    run_id: str | None = None
+
+    def matrix(self, X: pd.DataFrame) -> np.ndarray:
+        """Feature matrix in the model's column order; absent columns → NaN, anything else → float."""
+        X = X.reindex(columns=self.feature_names)
+        return X.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+
+    def margin(self, X: pd.DataFrame) -> np.ndarray:
+        if len(X) == 0:
+            return np.zeros(0)
+        return self.booster.predict(self.matrix(X), raw_score=True)
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        """Calibrated probability of a service need within 15 days."""
+        return apply_calibration(self.calibration, self.margin(X))
+
+    def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
+        """LightGBM pred_contrib per feature (log-odds of the uncalibrated model); bias dropped."""
+        if len(X) == 0:
+            return pd.DataFrame(columns=self.feature_names, dtype=float)
+        c = self.booster.predict(self.matrix(X), pred_contrib=True)
+        return pd.DataFrame(c[:, :-1], columns=self.feature_names, index=X.index)
+
+    def to_dict(self) -> dict:
+        """Metadata (no binaries): what `models/README.md` describes."""
+        return {"component": self.component, "name": self.name, "version": str(self.version), "run_id": self.run_id,
+                "threshold": self.threshold, "calibration": self.calibration, "feature_names": list(self.feature_names),
+                "metrics": self.metrics, "tags": {k: v for k, v in self.tags.items() if k not in ("feature_names", "calibration")}}
+
+
+def _client(paths: Paths):
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(paths.tracking_uri)
+    return MlflowClient(tracking_uri=paths.tracking_uri)
+
+
+def _model_dir(client, name: str, mv) -> Path:
+    """Local directory of a model version's files (no copy for a local artifact store)."""
+    import mlflow
+
+    src = str(mv.source or "")
+    model_id = getattr(mv, "model_id", None) or (src.split("/", 1)[1] if src.startswith("models:/m-") else None)
+    loc = None
+    if model_id:
+        try:
+            loc = client.get_logged_model(model_id).artifact_location
+        except Exception:
+            loc = None
+    loc = loc or src
+    if loc.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        p = Path(unquote(urlparse(loc).path))
+        if (p / MODEL_FILE).exists():
+            return p
+    elif loc and Path(loc).is_dir() and (Path(loc) / MODEL_FILE).exists():
+        return Path(loc)
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{mv.version}"))
+
+
+def _metadata(model_dir: Path) -> dict:
+    import yaml
+
+    mlmodel = model_dir / "MLmodel"
+    if not mlmodel.exists():
+        return {}
+    return (yaml.safe_load(mlmodel.read_text()) or {}).get("metadata") or {}
+
+
+def load_version(client, name: str, mv, component: str | None = None) -> Champion:
+    """A registered model version as a Champion (booster + calibration + threshold)."""
+    import lightgbm as lgb
+
+    d = _model_dir(client, name, mv)
+    f = d / MODEL_FILE
+    if not f.exists():
+        raise ChampionError(f"{name} v{mv.version}: {MODEL_FILE} not found in {d} (not a LightGBM booster?)")
+    booster = lgb.Booster(model_file=str(f))
+    tags = dict(mv.tags or {})
+    meta = _metadata(d)
+    missing = []
+    thr = tags.get("threshold", meta.get("threshold"))
+    if thr is None:
+        missing.append("threshold")
+    cal = tags.get("calibration", meta.get("calibration"))
+    if cal is None:
+        missing.append("calibration")
+    if missing:
+        raise ChampionError(f"{name} v{mv.version}: missing {', '.join(missing)} (model-version tags or MLmodel metadata); "
+                            "retrain with `autopdm train`")
+    cal = json.loads(cal) if isinstance(cal, str) else dict(cal)
+    metrics = {k[len("metric."):]: float(v) for k, v in tags.items() if k.startswith("metric.")}
+    return Champion(component=component or tags.get("component") or name.removeprefix("autopdm-"), name=name,
+                    version=str(mv.version), feature_names=list(booster.feature_name()), threshold=float(thr),
+                    booster=booster, calibration=cal, metrics=metrics, tags=tags, run_id=mv.run_id)
+
+
+def get_champion(client, component: str) -> Champion | None:
+    """The current champion of a component, or None when no version holds the alias."""
+    from mlflow.exceptions import MlflowException
+
+    name = model_name(component)
+    try:
+        mv = client.get_model_version_by_alias(name, ALIAS)
+    except MlflowException:
+        return None
+    return load_version(client, name, mv, component)
+
+
+def load_champions(paths: Paths | None = None, components=COMPONENTS) -> dict[str, Champion]:
+    """component → Champion, from the registry alias `champion`. Raises ChampionError naming what is missing."""
+    paths = paths or Paths.from_env()
+    client = _client(paths)
+    out, missing = {}, []
+    for comp in components:
+        ch = get_champion(client, comp)
+        if ch is None:
+            missing.append(model_name(comp))
+        else:
+            out[comp] = ch
+    if missing:
+        raise ChampionError(f"no version with alias '{ALIAS}' for {', '.join(missing)} in {paths.tracking_uri}: "
+                            "run `autopdm train` (after `autopdm simulate` and `autopdm features`)")
+    return out
+
+
+def latest_feature_rows(paths: Paths | None, vehicle_ids, as_of=None) -> pd.DataFrame:
+    """Each vehicle's latest feature row on or before `as_of` (default: latest), read with pyarrow filters."""
+    import pyarrow.parquet as pq
+
+    paths = paths or Paths.from_env()
+    path = paths.table("features")
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: run `autopdm features` first")
+    ids = [str(v) for v in vehicle_ids]
+    if not ids:
+        return pq.read_schema(path).empty_table().to_pandas()
+    filters = [("vehicle_id", "in", ids)]
+    if as_of is not None:
+        ts = pd.Timestamp(as_of)
+        ts = ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo else ts
+        filters.append(("date", "<=", ts.normalize()))
+    df = pq.read_table(path, filters=filters).to_pandas()
+    if df.empty:
+        return df
+    df = df.sort_values(["vehicle_id", "date"], kind="stable")
+    return df.groupby("vehicle_id", sort=False).tail(1).reset_index(drop=True)
+
+
+def export_metadata(paths: Paths | None = None, out_dir: str | Path = "models", components=COMPONENTS) -> list[Path]:
+    """Write `<name>.json` (champion metadata, no binaries) for each component into out_dir."""
+    champs = load_champions(paths, components)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for ch in champs.values():
+        f = out / f"{ch.name}.json"
+        f.write_text(json.dumps(ch.to_dict(), indent=2, sort_keys=True, default=str) + "\n")
+        files.append(f)
+    return files

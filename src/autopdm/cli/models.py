@@ -1,0 +1,128 @@
+"""`autopdm features`, `autopdm train`, `autopdm evaluate` (mlflow and lightgbm imported lazily)."""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import typer
+
+from .common import console, fail, paths
+
+COMPONENTS = ("brake", "tire", "battery")
+
+
+def _fmt(v) -> str:
+    try:
+        return f"{float(v):.3f}"
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("features")
+    def features_cmd(
+        as_of: Optional[str] = typer.Option(None, "--as-of", help="use only data up to this date (YYYY-MM-DD); rows end there"),
+        engine: str = typer.Option("pandas", "--engine", help="pandas | dask"),
+    ) -> None:
+        """Daily features and labels per vehicle → var/features/features.parquet."""
+        import time
+
+        from .. import store
+
+        p = paths()
+        if engine not in ("pandas", "dask"):
+            raise fail(f"--engine must be pandas or dask, not {engine!r}")
+        t0 = time.perf_counter()
+        if engine == "dask":
+            try:
+                from .. import features_dask
+            except ImportError:
+                raise fail("the dask engine is not installed in this build (autopdm.features_dask)") from None
+            if as_of is not None:
+                raise fail("--as-of is not supported with --engine dask yet")
+            with console.status("building features on dask"):
+                df = features_dask.run(p)
+        else:
+            from ..features import build_features
+
+            trips = store.read_table("trips", p)
+            if trips.empty:
+                raise fail(f"no trips in {p.table('trips')}: run `autopdm simulate` or `autopdm trips` first")
+            with console.status(f"building features from {len(trips):,} trips"):
+                df = build_features(trips, store.read_table("vehicles", p), store.read_table("service_events", p),
+                                    store.read_dtc_events(p), as_of=as_of)
+            store.write_table(df, "features", p)
+        n_feat = len([c for c in df.columns if not c.startswith(("label_", "days_to_need_"))]) - 3
+        console.print(f"{len(df):,} rows × {n_feat} features for {df['vehicle_id'].nunique():,} vehicles "
+                      f"({df['date'].min():%Y-%m-%d}..{df['date'].max():%Y-%m-%d}) in {time.perf_counter() - t0:.1f} s "
+                      f"→ {p.table('features')}")
+
+    @app.command("train")
+    def train_cmd(
+        component: Optional[str] = typer.Option(None, "--component", help="brake | tire | battery | all (default: all)"),
+        engine: str = typer.Option("pandas", "--engine", help="pandas | dask"),
+        seed: int = typer.Option(0, "--seed"),
+        no_promote: bool = typer.Option(False, "--no-promote", help="register but never move the champion alias"),
+        as_json: bool = typer.Option(False, "--json", help="print the results as JSON on stdout"),
+    ) -> None:
+        """Train, evaluate, register and gate the models in MLflow (alias `champion`)."""
+        from ..train import train_all
+
+        p = paths()
+        component = None if component in (None, "all") else component
+        comps = COMPONENTS if component is None else (component,)
+        if component is not None and component not in COMPONENTS:
+            raise fail(f"--component must be one of {', '.join(COMPONENTS)}, not {component!r}")
+        try:
+            res = train_all(p, components=comps, engine=engine, seed=seed, promote=not no_promote)
+        except (ValueError, FileNotFoundError, NotImplementedError) as exc:
+            raise fail(str(exc)) from None
+        _print_results(res)
+        if as_json:
+            typer.echo(json.dumps({k: v for k, v in res.items()}, indent=2, default=str))
+
+    @app.command("evaluate")
+    def evaluate_cmd(
+        export: Optional[str] = typer.Option(None, "--export", help="also write champion metadata JSON to this directory (e.g. models/)"),
+        seed: int = typer.Option(0, "--seed", help="split seed (the one used for training)"),
+        as_json: bool = typer.Option(False, "--json"),
+    ) -> None:
+        """Score the current champions on the held-out split; baselines beside; report to var/reports."""
+        from ..champion import ChampionError, export_metadata
+        from ..evaluate import evaluate_champions
+
+        p = paths()
+        try:
+            rep = evaluate_champions(p, seed=seed)
+        except (ChampionError, FileNotFoundError, ValueError) as exc:
+            raise fail(str(exc)) from None
+        for comp, r in rep["components"].items():
+            m, b = r["test"], r["baseline_same_volume"]
+            console.print(f"{comp:8s} v{r['version']}: early-warning recall {_fmt(m['ew_recall'])} at precision "
+                          f"{_fmt(m['precision'])} (alert rate {_fmt(m['alert_rate'])}, {m['n_events']} events); "
+                          f"PR-AUC {_fmt(m['pr_auc'])}, Brier {_fmt(m.get('brier'))} | baseline same volume: "
+                          f"recall {_fmt(b['ew_recall'])}, precision {_fmt(b['precision'])}")
+        console.print(f"report: {rep['report']}")
+        if export:
+            for f in export_metadata(p, export):
+                console.print(f"exported {f}")
+        if as_json:
+            typer.echo(json.dumps(rep, indent=2, default=str))
+
+
+def _print_results(res: dict) -> None:
+    for comp, r in res.items():
+        if comp.startswith("_"):
+            continue
+        m, b = r["metrics"], r["baseline"]
+        console.print(
+            f"{comp:8s} v{r['version']} {'PROMOTED' if r['promoted'] else 'kept champion'} ({r['reason']})\n"
+            f"         early-warning recall {_fmt(m['ew_recall'])} at precision {_fmt(m['precision'])}, alert rate "
+            f"{_fmt(m['alert_rate'])}, {m['n_events']} held-out events; PR-AUC {_fmt(m['pr_auc'])}, Brier {_fmt(m.get('brier'))}; "
+            f"threshold {_fmt(r['threshold'])}\n"
+            f"         baseline at the same volume: recall {_fmt(b['ew_recall'])}, precision {_fmt(b['precision'])}; "
+            f"literal rule: recall {_fmt(r['baseline_rule']['ew_recall'])}, precision {_fmt(r['baseline_rule']['precision'])}, "
+            f"alert rate {_fmt(r['baseline_rule']['alert_rate'])}")
+    if "_run_id" in res:
+        console.print(f"mlflow run {res['_run_id']}")

@@ -1,0 +1,438 @@
+"""Durable outbox for work orders and the dispatcher that delivers them to the CRM webhook.
+
+Delivery guarantees
+-------------------
+* A work order is written to SQLite (WAL, synchronous=FULL) before anything is sent, so a crash
+  never loses one. Its primary key is the deterministic ``work_order_id``: enqueuing the same
+  recommendation twice is a no-op.
+* The dispatcher POSTs the stored body verbatim, signed with HMAC-SHA256
+  (``X-Autopdm-Signature: sha256=<hex>``) and with ``Idempotency-Key: <work_order_id>``. A row is
+  marked delivered only after a 2xx. A dispatcher killed between the POST and that mark resends
+  the *same* body with the *same* key after restart, so a receiver that de-duplicates by key (as
+  the contract requires, see docs/crm-integration.md) stores each work order exactly once.
+* Network errors, timeouts, 5xx, 408, 425 and 429 are retried with exponential backoff and jitter
+  (``Retry-After`` is honoured); other 4xx are *parked* with the reason until an operator runs
+  ``autopdm outbox retry``.
+* Rows are claimed with a lease (owner = host:pid) so two dispatchers never send the same row at
+  the same time; the lease of a dead process on this host is taken over at once.
+* While an equivalent recommendation (same vehicle and component) is still open — its window has
+  not ended and no service has closed it — a new one is suppressed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import random
+import socket
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+from .config import Paths
+
+PENDING, DELIVERED, PARKED, CLOSED = "pending", "delivered", "parked", "closed"  # closed = dropped before delivery
+RETRYABLE_4XX = {408, 425, 429}
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    work_order_id   TEXT PRIMARY KEY,
+    vehicle_id      TEXT NOT NULL,
+    component       TEXT NOT NULL,
+    window_start    TEXT NOT NULL,
+    window_end      TEXT NOT NULL,
+    issued_on       TEXT NOT NULL,
+    body            TEXT NOT NULL,
+    status          TEXT NOT NULL DEFAULT 'pending',
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    lease_owner     TEXT,
+    lease_until     REAL,
+    last_status     INTEGER,
+    last_error      TEXT,
+    created_at      REAL NOT NULL,
+    delivered_at    REAL,
+    closed_at       REAL,
+    closed_reason   TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox(status, next_attempt_at);
+CREATE INDEX IF NOT EXISTS outbox_vc ON outbox(vehicle_id, component, window_end);
+"""
+
+
+def sign(body: bytes, secret: str | bytes) -> str:
+    """`sha256=<hex>` HMAC-SHA256 of the exact request body bytes."""
+    key = secret.encode() if isinstance(secret, str) else secret
+    return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+def verify(body: bytes, secret: str | bytes, header: str | None) -> bool:
+    return bool(header) and hmac.compare_digest(sign(body, secret), header.strip())
+
+
+def encode_body(work_order: dict) -> str:
+    """Canonical JSON of a work order: the bytes that are signed and sent, stored verbatim."""
+    return json.dumps(work_order, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def connect(path: Path | str) -> sqlite3.Connection:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = sqlite3.connect(path, timeout=30, isolation_level=None)  # autocommit; explicit BEGINs
+    con.row_factory = sqlite3.Row
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=FULL")
+    con.execute("PRAGMA busy_timeout=30000")
+    return con
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class Outbox:
+    path: Path
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        with self._con() as con:
+            con.executescript(SCHEMA)
+
+    @classmethod
+    def open(cls, paths: Paths | None = None) -> "Outbox":
+        return cls((paths or Paths.from_env()).outbox)
+
+    def _con(self) -> "_Conn":
+        return _Conn(self.path)
+
+    # -- writing -----------------------------------------------------------------------------
+    def open_keys(self, as_of: date | str) -> set[tuple[str, str]]:
+        """(vehicle_id, component) pairs with a recommendation still open at `as_of`."""
+        as_of = str(as_of)[:10]
+        with self._con() as con:
+            rows = con.execute(
+                "SELECT DISTINCT vehicle_id, component FROM outbox WHERE closed_at IS NULL AND window_end >= ?",
+                (as_of,),
+            ).fetchall()
+        return {(r[0], r[1]) for r in rows}
+
+    def enqueue(self, work_orders: Iterable[dict], as_of: date | str | None = None) -> "EnqueueResult":
+        """Store work orders for delivery. Suppressed: the same id again, or any work order whose
+        vehicle and component already have an open recommendation at `as_of` (default: the start
+        of its own window)."""
+        res = EnqueueResult()
+        now = time.time()
+        with self._con() as con:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                for wo in work_orders:
+                    win = wo["recommended_window"]
+                    ref = str(as_of)[:10] if as_of is not None else win["start"]
+                    clash = con.execute(
+                        "SELECT work_order_id FROM outbox WHERE vehicle_id=? AND component=? AND closed_at IS NULL "
+                        "AND window_end >= ? LIMIT 1",
+                        (wo["vehicle_id"], wo["component"], ref),
+                    ).fetchone()
+                    if clash is not None:
+                        res.suppressed.append((wo["work_order_id"], clash[0]))
+                        continue
+                    issued = str(as_of)[:10] if as_of is not None else str(wo.get("created_at") or win["start"])[:10]
+                    cur = con.execute(
+                        "INSERT OR IGNORE INTO outbox (work_order_id, vehicle_id, component, window_start, window_end,"
+                        " issued_on, body, status, next_attempt_at, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                        (wo["work_order_id"], wo["vehicle_id"], wo["component"], win["start"], win["end"], issued,
+                         encode_body(wo), PENDING, now, now),
+                    )
+                    if cur.rowcount:
+                        res.enqueued.append(wo["work_order_id"])
+                    else:  # the very same work order is already stored
+                        res.suppressed.append((wo["work_order_id"], wo["work_order_id"]))
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        return res
+
+    def close(self, vehicle_id: str, component: str, reason: str = "serviced", before: str | None = None) -> int:
+        """Close open recommendations for a vehicle and component (e.g. the car was serviced),
+        so a new one may be issued later. `before`: only those issued (scored) on or before that date."""
+        # undelivered ones are not sent any more; delivered ones keep their status
+        q = ("UPDATE outbox SET status=CASE WHEN status=? THEN status ELSE ? END, closed_at=?, closed_reason=?"
+             " WHERE vehicle_id=? AND component=? AND closed_at IS NULL")
+        args: list = [DELIVERED, CLOSED, time.time(), reason, vehicle_id, component]
+        if before is not None:
+            q += " AND issued_on <= ?"
+            args.append(str(before)[:10])
+        with self._con() as con:
+            return con.execute(q, args).rowcount
+
+    def close_serviced(self, service_events) -> int:
+        """Close open recommendations followed by a service event of the same component.
+        `service_events`: DataFrame with vehicle_id, component, date."""
+        n = 0
+        if service_events is None or len(service_events) == 0:
+            return 0
+        with self._con() as con:
+            open_rows = con.execute(
+                "SELECT vehicle_id, component, MIN(issued_on) FROM outbox WHERE closed_at IS NULL GROUP BY 1, 2"
+            ).fetchall()
+        if not open_rows:
+            return 0
+        ev = service_events[["vehicle_id", "component", "date"]].copy()
+        ev["date"] = ev["date"].astype(str).str[:10]
+        last = ev.groupby(["vehicle_id", "component"])["date"].max().to_dict()
+        for vin, comp, _ in open_rows:
+            d = last.get((vin, comp))
+            if d is not None:
+                n += self.close(vin, comp, reason=f"service event on {d}", before=d)
+        return n
+
+    # -- delivery ----------------------------------------------------------------------------
+    def claim(self, limit: int = 50, lease_s: float = 30.0) -> list[sqlite3.Row]:
+        """Claim due pending rows for this process (lease)."""
+        now = time.time()
+        me = _owner()
+        host = socket.gethostname()
+        with self._con() as con:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                rows = con.execute(
+                    "SELECT work_order_id, lease_owner, lease_until FROM outbox WHERE status=? AND next_attempt_at<=? "
+                    "ORDER BY next_attempt_at, created_at LIMIT ?",
+                    (PENDING, now, limit * 4),
+                ).fetchall()
+                ids = []
+                for r in rows:
+                    owner, until = r["lease_owner"], r["lease_until"] or 0
+                    if owner and owner != me and until > now:
+                        h, _, pid = owner.rpartition(":")
+                        if not (h == host and pid.isdigit() and not _pid_alive(int(pid))):
+                            continue  # a live dispatcher holds it
+                    ids.append(r["work_order_id"])
+                    if len(ids) >= limit:
+                        break
+                for wid in ids:
+                    con.execute("UPDATE outbox SET lease_owner=?, lease_until=? WHERE work_order_id=?",
+                                (me, now + lease_s, wid))
+                out = [con.execute("SELECT * FROM outbox WHERE work_order_id=?", (w,)).fetchone() for w in ids]
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        return out
+
+    def _finish(self, wid: str, **cols) -> None:
+        sets = ", ".join(f"{k}=?" for k in cols)
+        with self._con() as con:
+            con.execute(f"UPDATE outbox SET {sets}, lease_owner=NULL, lease_until=NULL WHERE work_order_id=? AND status=?",
+                        (*cols.values(), wid, PENDING))
+
+    def retry(self, work_order_ids: list[str] | None = None, parked: bool = True) -> int:
+        """Make pending rows due now and (by default) put parked rows back in the queue."""
+        statuses = [PENDING, PARKED] if parked else [PENDING]
+        q = f"UPDATE outbox SET status=?, next_attempt_at=?, lease_owner=NULL, lease_until=NULL WHERE status IN ({','.join('?' * len(statuses))})"
+        args: list = [PENDING, time.time(), *statuses]
+        if work_order_ids:
+            q += f" AND work_order_id IN ({','.join('?' * len(work_order_ids))})"
+            args += list(work_order_ids)
+        with self._con() as con:
+            return con.execute(q, args).rowcount
+
+    def status(self) -> dict:
+        with self._con() as con:
+            counts = {r[0]: r[1] for r in con.execute("SELECT status, COUNT(*) FROM outbox GROUP BY status")}
+            by_comp = [dict(r) for r in con.execute(
+                "SELECT component, status, COUNT(*) AS n FROM outbox GROUP BY component, status ORDER BY 1, 2")]
+            oldest = con.execute("SELECT MIN(created_at), MIN(next_attempt_at) FROM outbox WHERE status=?",
+                                 (PENDING,)).fetchone()
+            failing = [dict(r) for r in con.execute(
+                "SELECT work_order_id, vehicle_id, component, status, attempts, last_status, last_error, next_attempt_at "
+                "FROM outbox WHERE status=? OR (status=? AND attempts>0) ORDER BY created_at LIMIT 20",
+                (PARKED, PENDING))]
+        for f in failing:
+            f["next_attempt_at"] = _iso(f["next_attempt_at"]) if f["status"] == PENDING else None
+        return {
+            "path": str(self.path),
+            "counts": {s: counts.get(s, 0) for s in (PENDING, DELIVERED, PARKED, CLOSED)},
+            "by_component": by_comp,
+            "oldest_pending_created_at": _iso(oldest[0]),
+            "next_attempt_at": _iso(oldest[1]),
+            "problems": failing,
+        }
+
+    def rows(self, status: str | None = None) -> list[dict]:
+        with self._con() as con:
+            q, args = "SELECT * FROM outbox", ()
+            if status:
+                q, args = q + " WHERE status=?", (status,)
+            return [dict(r) for r in con.execute(q + " ORDER BY created_at, work_order_id", args)]
+
+
+@dataclass
+class EnqueueResult:
+    enqueued: list[str] = field(default_factory=list)
+    suppressed: list[tuple[str, str]] = field(default_factory=list)  # (new id, id of the open one)
+
+
+class _Conn:
+    """A short-lived connection used as a context manager (closed on exit)."""
+
+    def __init__(self, path: Path) -> None:
+        self.con = connect(path)
+
+    def __enter__(self) -> sqlite3.Connection:
+        return self.con
+
+    def __exit__(self, *exc) -> None:
+        self.con.close()
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="seconds")
+
+
+# -- dispatcher ------------------------------------------------------------------------------
+
+@dataclass
+class DispatchStats:
+    delivered: int = 0
+    retried: int = 0
+    parked: int = 0
+    attempts: int = 0
+
+    def as_dict(self) -> dict:
+        return dict(delivered=self.delivered, retried=self.retried, parked=self.parked, attempts=self.attempts)
+
+
+def backoff_delay(attempts: int, base: float = 1.0, cap: float = 600.0, rng: random.Random | None = None) -> float:
+    """Exponential backoff with 'equal jitter': half the delay fixed, half random."""
+    d = min(cap, base * (2 ** max(0, attempts - 1)))
+    return d / 2 + (rng or random).uniform(0, d / 2)
+
+
+class Dispatcher:
+    """Deliver due outbox rows to the webhook. Settings default to the environment:
+    AUTOPDM_CRM_WEBHOOK_URL, AUTOPDM_CRM_WEBHOOK_SECRET."""
+
+    def __init__(self, outbox: Outbox, url: str | None = None, secret: str | None = None, *,
+                 timeout: float = 10.0, backoff_base: float = 1.0, backoff_cap: float = 600.0,
+                 batch: int = 50, client=None) -> None:
+        import httpx
+
+        self.outbox = outbox
+        self.url = url or os.environ.get("AUTOPDM_CRM_WEBHOOK_URL", "")
+        self.secret = secret if secret is not None else os.environ.get("AUTOPDM_CRM_WEBHOOK_SECRET", "")
+        if not self.url:
+            raise ValueError("no webhook URL: set AUTOPDM_CRM_WEBHOOK_URL")
+        if not self.secret:
+            raise ValueError("no webhook secret: set AUTOPDM_CRM_WEBHOOK_SECRET")
+        self.timeout = timeout
+        self.backoff_base = float(os.environ.get("AUTOPDM_OUTBOX_BACKOFF_BASE_S", backoff_base))
+        self.backoff_cap = float(os.environ.get("AUTOPDM_OUTBOX_BACKOFF_CAP_S", backoff_cap))
+        self.batch = batch
+        self._client = client or httpx.Client(timeout=timeout, follow_redirects=False,
+                                              headers={"User-Agent": "autopdm-outbox/1"})
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> "Dispatcher":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def deliver_one(self, row) -> str:
+        import httpx
+
+        body = row["body"].encode("utf-8")
+        wid = row["work_order_id"]
+        headers = {
+            "Content-Type": "application/json",
+            "Idempotency-Key": wid,
+            "X-Autopdm-Signature": sign(body, self.secret),
+        }
+        attempts = row["attempts"] + 1
+        retry_after = None
+        try:
+            resp = self._client.post(self.url, content=body, headers=headers)
+        except httpx.HTTPError as exc:  # connect errors, timeouts, protocol errors
+            code, err = None, f"{type(exc).__name__}: {exc}"[:500]
+        else:
+            code, err = resp.status_code, None
+            if 200 <= code < 300:
+                self.outbox._finish(wid, status=DELIVERED, attempts=attempts, last_status=code,
+                                    last_error=None, delivered_at=time.time())
+                return DELIVERED
+            err = f"HTTP {code}: {resp.text[:300]}"
+            ra = resp.headers.get("Retry-After", "")
+            retry_after = float(ra) if ra.replace(".", "", 1).isdigit() else None
+            if 400 <= code < 500 and code not in RETRYABLE_4XX:
+                self.outbox._finish(wid, status=PARKED, attempts=attempts, last_status=code, last_error=err)
+                return PARKED
+        delay = backoff_delay(attempts, self.backoff_base, self.backoff_cap)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.backoff_cap))
+        self.outbox._finish(wid, attempts=attempts, last_status=code, last_error=err,
+                            next_attempt_at=time.time() + delay)
+        return "retry"
+
+    def run_once(self) -> DispatchStats:
+        """One pass over the rows that are due now."""
+        st = DispatchStats()
+        lease = self.timeout * 2 + 5
+        while True:
+            rows = self.outbox.claim(self.batch, lease_s=lease)
+            if not rows:
+                return st
+            for row in rows:
+                r = self.deliver_one(row)
+                st.attempts += 1
+                if r == DELIVERED:
+                    st.delivered += 1
+                elif r == PARKED:
+                    st.parked += 1
+                else:
+                    st.retried += 1
+
+    def run(self, until_empty: bool = True, max_seconds: float | None = None, poll: float = 1.0,
+            stop=None) -> DispatchStats:
+        """Deliver until nothing is pending (`until_empty`) or forever; waits for backoffs."""
+        total = DispatchStats()
+        deadline = time.monotonic() + max_seconds if max_seconds else None
+        while True:
+            st = self.run_once()
+            for k, v in st.as_dict().items():
+                setattr(total, k, getattr(total, k) + v)
+            if stop is not None and stop():
+                return total
+            if until_empty and self.outbox.status()["counts"][PENDING] == 0:
+                return total
+            if deadline is not None and time.monotonic() >= deadline:
+                return total
+            wait = poll
+            with self.outbox._con() as con:
+                nxt = con.execute("SELECT MIN(next_attempt_at) FROM outbox WHERE status=?", (PENDING,)).fetchone()[0]
+            if nxt is not None:
+                wait = min(poll, max(0.05, nxt - time.time()))
+            if deadline is not None:
+                wait = min(wait, max(0.0, deadline - time.monotonic()))
+            time.sleep(wait)

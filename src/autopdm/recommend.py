@@ -1,0 +1,191 @@
+"""From risks and LightGBM contributions to assessments and work orders (DESIGN.md "Work order").
+
+* risk band — relative to the component's operating threshold (chosen at training time):
+  `low` below it (no work order), `high` from `high_cut(threshold)` up, `medium` between.
+* recommended window — starts 7 days after `as_of` and ends 15 days after it (the early-warning
+  lead the models are evaluated on). When the predicted need is sooner the window moves earlier:
+  reading the 15-day probability `p` as a constant hazard, the median time to need is
+  `15·ln2 / −ln(1−p)` days; when that is under 15 days the window ends there (never before day
+  7) and starts 8 days earlier (never before tomorrow). So p ≤ 0.5 → [+7, +15]; p = 0.6 → [+3,
+  +11]; p ≥ 0.75 → [+1, +7].
+* evidence — the features with the largest positive `pred_contrib` (log-odds) for that row, with
+  their values; these are what pushed the risk up.
+* work_order_id — `wo-` + 24 hex of SHA-256 over vehicle, component and window: the same
+  recommendation always has the same id, which is also the webhook `Idempotency-Key`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping
+from datetime import date, datetime, timedelta, timezone
+
+import numpy as np
+import pandas as pd
+
+COMPONENTS = ("brake", "tire", "battery")
+
+ACTIONS = {
+    "brake": "Brake inspection: measure pad and disc thickness; replace pads at or below 3 mm",
+    "tire": "Tire check: measure tread depth and pressures; replace tires at or below 3 mm (legal minimum 1.6 mm)",
+    "battery": "Battery load test; replace if it fails",
+}
+
+LEAD_MIN, LEAD_MAX, WINDOW_DAYS = 7, 15, 8
+N_EVIDENCE = 3
+
+
+def high_cut(threshold: float) -> float:
+    return max(0.5, min(2 * threshold, (1 + threshold) / 2))
+
+
+def risk_band(risk: float, threshold: float) -> str:
+    if risk < threshold:
+        return "low"
+    return "high" if risk >= high_cut(threshold) else "medium"
+
+
+def days_to_need(risk: float, horizon: int = LEAD_MAX) -> float:
+    """Median days to need if the `horizon`-day probability came from a constant hazard."""
+    p = min(max(float(risk), 1e-9), 1 - 1e-9)
+    return horizon * math.log(2) / -math.log1p(-p)
+
+
+def recommended_window(as_of: date | str, risk: float) -> dict[str, str]:
+    as_of = to_date(as_of)
+    end = int(min(LEAD_MAX, max(LEAD_MIN, math.floor(days_to_need(risk)))))
+    start = max(1, end - WINDOW_DAYS)
+    return {"start": (as_of + timedelta(days=start)).isoformat(), "end": (as_of + timedelta(days=end)).isoformat()}
+
+
+def work_order_id(vehicle_id: str, component: str, window: Mapping[str, str]) -> str:
+    key = f"{vehicle_id}|{component}|{window['start']}|{window['end']}"
+    return "wo-" + hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def to_date(d) -> date:
+    if isinstance(d, datetime):
+        return d.date()
+    if isinstance(d, date):
+        return d
+    return pd.Timestamp(d).date()
+
+
+def _jsonable(v):
+    if v is None:
+        return None
+    if isinstance(v, (np.bool_, bool)):
+        return bool(v)
+    if isinstance(v, (np.integer, int)):
+        return int(v)
+    if isinstance(v, (np.floating, float)):
+        return None if not np.isfinite(v) else round(float(v), 4)
+    if isinstance(v, (pd.Timestamp, datetime, date)):
+        return v.isoformat()
+    try:
+        if pd.isna(v):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return str(v)
+
+
+def evidence(contrib: pd.Series, values: pd.Series, k: int = N_EVIDENCE) -> list[dict]:
+    """Top-k features by positive contribution, with their values."""
+    c = contrib.drop(labels=[x for x in ("bias", "BIAS", "__bias__") if x in contrib.index], errors="ignore")
+    c = c[c > 0].sort_values(ascending=False).head(k)
+    return [{"feature": str(f), "value": _jsonable(values.get(f)), "contribution": round(float(v), 4)} for f, v in c.items()]
+
+
+def _top_positive(c: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest positive entries of each row, largest first (−1 = none)."""
+    k = min(k, c.shape[1])
+    part = np.argpartition(-c, k - 1, axis=1)[:, :k] if c.shape[1] > k else np.tile(np.arange(c.shape[1]), (len(c), 1))
+    vals = np.take_along_axis(c, part, axis=1)
+    order = np.argsort(-vals, axis=1, kind="stable")
+    idx = np.take_along_axis(part, order, axis=1)
+    return np.where(np.take_along_axis(c, idx, axis=1) > 0, idx, -1)
+
+
+def assess(rows: pd.DataFrame, champions: Mapping, as_of, with_evidence: str = "all") -> list[dict]:
+    """Per row (one per vehicle, must hold `vehicle_id` and the model features) and component:
+    risk, band, window, action, evidence. `as_of`: one date, or one per row. `with_evidence`:
+    "all" | "alerts" (only rows at or over the threshold get contributions, cheaper in batch)."""
+    rows = rows.reset_index(drop=True)
+    n = len(rows)
+    days = [to_date(d) for d in as_of] if isinstance(as_of, (list, tuple, np.ndarray, pd.Series)) else [to_date(as_of)] * n
+    out = [{"vehicle_id": str(v), "components": {}} for v in rows["vehicle_id"]]
+    if "date" in rows:
+        for o, d in zip(out, pd.to_datetime(rows["date"])):
+            o["feature_date"] = d.date().isoformat()
+    for comp, champ in champions.items():
+        names = list(champ.feature_names)
+        X = rows.reindex(columns=names)
+        risk = np.asarray(champ.predict(X), dtype=float)
+        thr = float(champ.threshold)
+        need = np.ones(n, bool) if with_evidence == "all" else risk >= thr
+        sel = np.flatnonzero(need)
+        top = contrib = None
+        if len(sel):
+            cdf = champ.contributions(X.iloc[sel] if len(sel) < n else X)
+            contrib = cdf.reindex(columns=names).to_numpy(dtype=float)
+            top = _top_positive(np.nan_to_num(contrib, nan=-np.inf), N_EVIDENCE)
+        pos = np.full(n, -1)
+        pos[sel] = np.arange(len(sel))
+        model = {"name": champ.name, "version": str(champ.version)}
+        action = ACTIONS.get(comp)
+        for i, o in enumerate(out):
+            r = float(risk[i])
+            alert = r >= thr
+            win = recommended_window(days[i], r) if alert else None
+            ev = []
+            j = pos[i]
+            if j >= 0:
+                for f in top[j]:
+                    if f < 0:
+                        break
+                    ev.append({"feature": names[f], "value": _jsonable(X.iat[i, f]),
+                               "contribution": round(float(contrib[j, f]), 4)})
+            o["components"][comp] = {
+                "risk": round(r, 4),
+                "risk_band": risk_band(r, thr),
+                "threshold": round(thr, 4),
+                "alert": bool(alert),
+                "recommended_window": win,
+                "recommended_action": action if alert else None,
+                "work_order_id": work_order_id(o["vehicle_id"], comp, win) if alert else None,
+                "evidence": ev,
+                "model": dict(model),
+            }
+    return out
+
+
+def work_orders(assessments: list[dict], vehicles: pd.DataFrame, created_at: str | None = None) -> list[dict]:
+    """Work-order payloads (DESIGN.md) for every alerting component. No names or phone numbers:
+    only customer_id and the preferred channel from `vehicles`."""
+    created_at = created_at or datetime.now(timezone.utc).isoformat(timespec="seconds")
+    v = vehicles.drop_duplicates("vehicle_id").set_index("vehicle_id")
+    out = []
+    for a in assessments:
+        vin = a["vehicle_id"]
+        cust = _jsonable(v.at[vin, "customer_id"]) if vin in v.index else None
+        chan = _jsonable(v.at[vin, "preferred_channel"]) if vin in v.index else None
+        for comp, c in a["components"].items():
+            if not c["alert"]:
+                continue
+            out.append({
+                "work_order_id": c["work_order_id"],
+                "vehicle_id": vin,
+                "customer_id": cust,
+                "channel": chan,
+                "component": comp,
+                "risk": c["risk"],
+                "risk_band": c["risk_band"],
+                "recommended_window": c["recommended_window"],
+                "recommended_action": c["recommended_action"],
+                "evidence": c["evidence"],
+                "model": c["model"],
+                "created_at": created_at,
+            })
+    return out
