@@ -179,7 +179,14 @@ def _summarise_variants(speed, offset, length, rpm_full, cache: Path | None) -> 
                 return summ
         except Exception:  # a corrupt cache is rebuilt, never trusted
             pass
-    summ = trips.summarise(_library_samples(speed, offset, length, rpm_full), min_duration_s=0)
+    parts, lo = [], 0
+    while lo < len(length):  # in chunks of ~1M samples: summarise needs ~0.5 KB per sample at its peak
+        hi = lo + max(1, int(np.searchsorted(np.cumsum(length[lo:]), 1_000_000)))
+        a, b = offset[lo], offset[hi - 1] + length[hi - 1]
+        parts.append(trips.summarise(_library_samples(speed[a:b], offset[lo:hi] - a, length[lo:hi], rpm_full[a:b]),
+                                     min_duration_s=0))
+        lo = hi
+    summ = pd.concat(parts, ignore_index=True)
     if len(summ) != len(length):
         raise RuntimeError(f"variant library: {len(summ)} trips summarised from {len(length)} variants")
     summ = summ[KINEMATIC].reset_index(drop=True)

@@ -15,7 +15,10 @@ Definitions (DESIGN.md "Models"):
 
 `threshold_for_budget` picks the operating threshold on the calibration set: the lowest
 threshold whose alert rate stays within the alert budget and whose alert precision reaches the
-precision floor (lowest → the highest recall those two constraints allow).
+precision floor (lowest → the highest recall those two constraints allow). The budget is
+relative: `budget` alerts per need-day, i.e. alert rate <= budget × label prevalence (1.5 by
+default: a vehicle is alerted on about the 15 days before its need, plus half as many again for
+false alarms). The precision floor (0.5) bounds the volume too (<= 2 × prevalence).
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ import pandas as pd
 from .features import EARLY_WARNING, HORIZON_DAYS
 
 LEAD_MAX_DAYS = 30
-DEFAULT_ALERT_BUDGET = 0.02      # at most 2 % of vehicle-days alerted per component
+DEFAULT_ALERT_BUDGET = 1.5       # alerts per need-day: alert rate <= 1.5 × the share of vehicle-days
+                                 # with a need within 15 days (the label prevalence, calibration set)
 DEFAULT_MIN_PRECISION = 0.5      # alerts must be right at least half of the time
 
 
@@ -119,13 +123,14 @@ def threshold_for_budget(rows: pd.DataFrame, risk: np.ndarray, component: str, b
     # only cut between distinct risk values: alerting at threshold r_sorted[i] alerts everything >= it
     last_of_value = np.r_[r_sorted[1:] != r_sorted[:-1], True]
     prec = tp / k
-    ok = last_of_value & (k <= budget * n) & (prec >= min_precision)
-    info = {"alert_budget": budget, "min_precision": min_precision}
+    max_rate = budget * float(y.mean()) if n else 0.0
+    ok = last_of_value & (k <= max_rate * n) & (prec >= min_precision)
+    info = {"alert_budget": budget, "max_alert_rate": max_rate, "min_precision": min_precision}
     if ok.any():
         i = int(np.flatnonzero(ok).max())
         info["precision_floor_met"] = True
     else:
-        within = np.flatnonzero(last_of_value & (k <= budget * n))
+        within = np.flatnonzero(last_of_value & (k <= max_rate * n))
         i = int(within.max()) if len(within) else 0
         info["precision_floor_met"] = False
     thr = float(r_sorted[i]) if n else 0.5

@@ -33,8 +33,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-import zlib
-
 import numpy as np
 import pandas as pd
 
@@ -68,10 +66,15 @@ def crank_threshold_v(temp_c) -> np.ndarray:
     return np.where(np.isnan(t), 9.6, np.interp(t, _CRANK_T, _CRANK_V))
 
 
+# fixed vocabulary → dense, stable integer codes (LightGBM categoricals want small consecutive ints)
+SEGMENT_CODES = ("mini", "small", "compact", "midsize", "large", "suv", "van", "pickup", "mpv", "wagon", "sports", "luxury")
+
+
 def segment_code(segment) -> np.ndarray:
-    """Stable integer code of a segment name (crc32 mod 997; NaN when unknown)."""
+    """Integer code of a segment name (unknown names → len(SEGMENT_CODES), missing → NaN)."""
     s = pd.Series(segment, dtype="string").str.strip().str.lower()
-    return np.array([np.nan if pd.isna(v) else float(zlib.crc32(v.encode()) % 997) for v in s], dtype=float)
+    lookup = {name: float(i) for i, name in enumerate(SEGMENT_CODES)}
+    return np.array([np.nan if pd.isna(v) else lookup.get(v, float(len(SEGMENT_CODES))) for v in s], dtype=float)
 
 
 def label_column(component: str) -> str:
@@ -383,13 +386,42 @@ def _build_pandas(
         unobs = np.where(s_idx >= first_tel[:, None], 0.0, unobs)
         km_since = obs_km + unobs
         F[f"km_since_{comp}_service"] = km_since
+        F[f"km_observed_since_{comp}_service"] = obs_km
         for name, key in proxies[comp].items():
             cq = Cx[key if key else name]
             obs_q = cq[:, 1:] - _take(cq, obs_from)
+            if name != "harsh_events":
+                F[f"{name}_observed_since_{comp}_service"] = obs_q
             rate = _div(cq[:, 1:], C["distance_km"][:, 1:])
             F[f"{name}_since_{comp}_service"] = obs_q + np.where(unobs > 0, unobs * rate, 0.0)
         if comp == "tire":
             F["hot_share_since_tire_service"] = _div(F["hot_km_since_tire_service"], km_since)
+
+    # workshop visits: last visit of any kind, last passed inspection of each component, and the
+    # registration anniversary (annual services and inspections cluster around it)
+    allv = service_events if service_events is not None else se
+    if len(allv):
+        allv = allv.assign(day=_day_number(allv["date"]))
+        allv = allv[(allv["day"] > _NO) & allv["vehicle_id"].isin(vids) & (allv["day"] <= day_end)]
+    visits = {"visit": allv} if len(allv) else {"visit": allv.iloc[:0]}
+    for comp in COMPONENTS:
+        visits[f"{comp}_inspect"] = allv[(allv["component"] == comp) & (allv["action"] == "inspect")] if len(allv) else allv
+    for key, ev in visits.items():
+        marks = np.full((V, T), _NO, dtype=np.int64)
+        if len(ev):
+            vi = vids.get_indexer(ev["vehicle_id"])
+            ti = ev["day"].to_numpy() - day0
+            np.maximum.at(marks, (vi, np.maximum(ti, 0)), ti)
+        last = _ffill_index(marks)
+        has_last = last > _NO
+        F[f"days_since_last_{key}"] = np.where(has_last, tidx - last, np.nan).astype(float)
+        F[f"km_since_last_{key}"] = np.where(has_last, C["distance_km"][:, 1:] - _take(C["distance_km"], last), np.nan)
+    if (reg_day > _NO).any():
+        reg = pd.to_datetime(np.where(reg_day > _NO, reg_day, 0).astype("datetime64[D]"))
+        doy_reg = np.where(reg_day > _NO, reg.dayofyear.to_numpy(), -1)
+        doy = pd.to_datetime((np.arange(T) + day0).astype("datetime64[D]")).dayofyear.to_numpy()
+        diff = (doy_reg[:, None] - doy[None, :]) % 365
+        F["days_to_registration_anniversary"] = np.where(doy_reg[:, None] > 0, diff, np.nan).astype(float)
 
     # DTCs
     dtc_cols = {f"dtc_count_{w}d": None for w in WINDOWS}

@@ -202,7 +202,9 @@ def validate(df: pd.DataFrame, table: str, origin: str = "") -> Validated:
         if col not in df.columns:
             continue
         raw = df[col]
-        unparsed = conformed[col].isna() & raw.notna() & (raw.astype(str).str.strip() != "")
+        unparsed = conformed[col].isna() & raw.notna()
+        if unparsed.any():  # stringify only the candidates: astype(str) on a whole column is slow
+            unparsed[unparsed] = raw[unparsed].astype(str).str.strip() != ""
         new = unparsed & reasons.isna()
         if new.any():
             reasons[new] = [f"{col}: cannot parse {v!r}" for v in raw[new].astype(str)]

@@ -7,17 +7,19 @@ come from `recommend`, auth / limits / feature lookup / telemetry idempotency fr
 from __future__ import annotations
 
 import logging
+import os
 import time
 from datetime import date
 
 import bentoml
 import pandas as pd
 from bentoml.exceptions import BadInput, ServiceUnavailable
+from starlette.responses import JSONResponse
 
 from autopdm import recommend, store
 from autopdm.config import Paths, quiet_telemetry
 from autopdm.schemas import SchemaError
-from autopdm.serving import (AuthLimitMiddleware, BatchId, FeatureIndex, FeatureRows, IsoDate, MicroBatcher, Records,
+from autopdm.serving import (AuthLimitMiddleware, BatchId, FeatureIndex, FeatureRows, IsoDate, LRU, MicroBatcher, Records,
                              TelemetryLedger, VehicleIds, bad_input, records_frame, set_model_features)
 
 quiet_telemetry()
@@ -25,7 +27,14 @@ log = logging.getLogger("autopdm.service")
 REQUIRED = {"samples": ("vehicle_id", "ts", "source"), "dtc_events": ("vehicle_id", "ts", "code")}
 
 
-@bentoml.service(name="autopdm", workers=1, traffic={"timeout": 60, "concurrency": 64})
+@bentoml.service(
+    name="autopdm",
+    workers=int(os.environ.get("AUTOPDM_SERVICE_WORKERS", "1")),
+    traffic={"timeout": 60, "concurrency": 256},
+    logging={"access": {"enabled": os.environ.get("AUTOPDM_ACCESS_LOG", "1") != "0"}},
+    # spans cost ~0.4 ms a request and nothing exports them unless tracing is configured
+    tracing={"excluded_urls": [] if os.environ.get("AUTOPDM_TRACING") == "1" else ["/assess", "/predict"]},
+)
 class Autopdm:
     def __init__(self) -> None:
         self.paths = Paths.from_env().ensure()
@@ -34,6 +43,8 @@ class Autopdm:
         self.ledger = TelemetryLedger(self.paths.telemetry / "batches.sqlite")
         self._last_try = 0.0
         self._assess_batcher = MicroBatcher(self._assess_many)
+        self._cache = LRU(int(os.environ.get("AUTOPDM_ASSESS_CACHE", "100000")))
+        self._cache_gen = None
         self._load()
 
     def _load(self) -> bool:
@@ -68,26 +79,39 @@ class Autopdm:
     async def assess(self, vehicle_ids: VehicleIds, as_of: IsoDate | None = None) -> dict:
         """Risk, band, recommended window, action and evidence per vehicle and component."""
         self._require_models()
-        return await self._assess_batcher.submit((vehicle_ids, as_of))
+        # pre-serialised: skips BentoML building a pydantic serialiser for `dict` on every call
+        return JSONResponse(await self._assess_batcher.submit((vehicle_ids, as_of)))
 
     def _assess_many(self, requests: list[tuple[list[str], str | None]]) -> list[dict]:
-        """One model pass for all concurrent /assess requests (see serving.MicroBatcher)."""
+        """One model pass for all concurrent /assess requests (serving.MicroBatcher); rows already
+        scored (same vehicle and feature day, same models) come from the cache."""
         fx = self.features
         fx.refresh()
-        parts, days, results = [], [], []
+        if fx.generation != self._cache_gen:
+            self._cache.clear()
+            self._cache_gen = fx.generation
+        results, plans, todo, got = [], [], {}, {}
         for vehicle_ids, as_of in requests:
             day = date.fromisoformat(as_of) if as_of else (fx.max_date or date.today())
             rows, unknown, no_data = fx.rows(vehicle_ids, day)
-            parts.append(rows)
-            days += [day] * len(rows)
+            keys = list(zip(rows["vehicle_id"].astype(str), rows["date"]))
+            for k, pos in zip(keys, rows.index):
+                if k not in got:
+                    hit = self._cache.get(k)
+                    if hit is None:
+                        todo.setdefault(k, pos)
+                    else:
+                        got[k] = hit
+            plans.append((day, keys))
             results.append({"as_of": day.isoformat(), "vehicles": [], "unknown": unknown, "no_data": no_data})
-        allrows = pd.concat(parts) if len(parts) > 1 else parts[0]
-        assessed = recommend.assess(allrows, self.champions, days) if len(allrows) else []
-        it = iter(assessed)
-        for res, rows in zip(results, parts):
-            res["vehicles"] = [next(it) for _ in range(len(rows))]
-            for a in res["vehicles"]:
-                a.update(fx.contact(a["vehicle_id"]))
+        if todo:
+            scored = recommend.score_rows(fx.frame.loc[list(todo.values())], self.champions)
+            got.update(zip(todo, scored))
+            self._cache.put_many(zip(todo, scored))
+        for res, (day, keys) in zip(results, plans):
+            for vin, d in keys:
+                res["vehicles"].append({"vehicle_id": vin, "feature_date": d.date().isoformat(), **fx.contact(vin),
+                                        "components": recommend.finalize(vin, got[(vin, d)], day)})
         return results
 
     @bentoml.api(batchable=True, max_batch_size=20_000, max_latency_ms=10_000)
@@ -95,7 +119,7 @@ class Autopdm:
         """Feature rows → {component: calibrated probability of need within 15 days} per row."""
         self._require_models()
         X = pd.DataFrame.from_records(rows)
-        risks = {c: m.predict(X.reindex(columns=list(m.feature_names))) for c, m in self.champions.items()}
+        risks = {c: recommend.model_outputs(m, X, None)[0] for c, m in self.champions.items()}
         return [{c: round(float(r[i]), 6) for c, r in risks.items()} for i in range(len(X))]
 
     @bentoml.api

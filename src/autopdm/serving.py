@@ -167,6 +167,7 @@ class FeatureIndex:
         self._idx: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._contacts: dict[str, dict] = {}
         self.known: set[str] = set()
+        self.generation = 0
         self.max_date: date | None = None
         self.refresh(force=True)
 
@@ -200,6 +201,7 @@ class FeatureIndex:
             contacts = {str(v): {"customer_id": None if pd.isna(c) else str(c), "channel": None if pd.isna(ch) else str(ch)}
                         for v, c, ch in zip(vehicles["vehicle_id"], vehicles["customer_id"], vehicles["preferred_channel"])}
             self.frame, self._idx, self.vehicles, self._contacts, self._mtime = df, idx, vehicles, contacts, mtime
+            self.generation += 1
             self.known = set(vehicles["vehicle_id"].astype(str)) | set(idx)
             self.max_date = df["date"].max().date() if len(df) else None
 
@@ -225,6 +227,38 @@ class FeatureIndex:
             else:
                 take.append(pos[i])
         return self.frame.iloc[take], unknown, no_data
+
+
+class LRU:
+    """A small LRU map (size 0 disables it). Used for per-(vehicle, feature day) model outputs,
+    which cannot change until the features table or the models do."""
+
+    def __init__(self, size: int) -> None:
+        from collections import OrderedDict
+
+        self.size = size
+        self._d: OrderedDict = OrderedDict()
+
+    def get(self, k, default=None):
+        v = self._d.get(k, default)
+        if k in self._d:
+            self._d.move_to_end(k)
+        return v
+
+    def put_many(self, items) -> None:
+        if self.size <= 0:
+            return
+        for k, v in items:
+            self._d[k] = v
+            self._d.move_to_end(k)
+            if len(self._d) > self.size:
+                self._d.popitem(last=False)
+
+    def clear(self) -> None:
+        self._d.clear()
+
+    def __len__(self) -> int:
+        return len(self._d)
 
 
 # -- micro-batching -------------------------------------------------------------------------

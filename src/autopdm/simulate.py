@@ -361,7 +361,8 @@ def simulate_fleet(n_vehicles: int, days: int, seed: int, climate: str = "mixed"
     bke = L["brake_energy_kj_per_t"].to_numpy()[var]
     dist_d = daily(dist)
     cumkm = odo0[:, None] + np.cumsum(dist_d, axis=1)
-    pad_cum = np.cumsum(daily(wear.pad_trip_wear(bke, hb)), axis=1) / (wear.PAD_CAPACITY * pad_q[:, None])
+    fric = L["friction_kj_per_t"].to_numpy()[var]
+    pad_cum = np.cumsum(daily(wear.pad_trip_wear(fric, dist)), axis=1) / (wear.PAD_CAPACITY * pad_q[:, None])
 
     # tire pressure: slow leaks since the last top-up (driver or workshop), and temperature
     topup = r_tire.random((N, D)) < (1.0 / topup_every)[:, None]
@@ -446,7 +447,7 @@ def simulate_fleet(n_vehicles: int, days: int, seed: int, climate: str = "mixed"
     dtc_rows = []
     weak = rep_trip & ~np.isnan(crank) & ((crank < wear.crank_threshold(amb_true) - 0.15) | (rest < 12.2)) & (r_tel.random(nT) < 0.35)
     dtc_rows.append(pd.DataFrame({"v": t_veh[weak], "ts": start_s[weak] + 2, "code": "P0562", "status": "pending"}))
-    low_p = rep_trip & has_tpms[t_veh] & (tire_base < 0.75 * placard[t_veh]) & (r_tel.random(nT) < 0.3)
+    low_p = rep_trip & has_tpms[t_veh] & (tire_base < 0.7 * placard[t_veh]) & (r_tel.random(nT) < 0.05)
     dtc_rows.append(pd.DataFrame({"v": t_veh[low_p], "ts": start_s[low_p] + 5, "code": "C0750", "status": "stored"}))
     wss = r_tel.random((N, D)) < 2e-4
     wv, wd = np.nonzero(wss & reported)
@@ -502,7 +503,7 @@ def simulate_fleet(n_vehicles: int, days: int, seed: int, climate: str = "mixed"
                                   (lf.need_day - inst) if inst >= 0 else np.nan))
             rate = comp_cum[comp][v, -1] / D
             lives_rows.append((v, comp, km_day[v] / rate if rate > 0 else np.inf, 1.0 / rate / 365.25 if rate > 0 else np.inf))
-    ev = pd.DataFrame(events, columns=["v", "d", "component", "action"]).sort_values(["v", "d", "component", "action"], kind="stable")
+    ev = pd.DataFrame(events, columns=["v", "d", "component", "action"]).astype({"v": np.int64, "d": np.int64}).sort_values(["v", "d", "component", "action"], kind="stable")
     ev = ev.drop_duplicates(["v", "d", "component", "action"]).reset_index(drop=True)
     service_df = schemas.conform(pd.DataFrame({
         "event_id": [f"SIM{seed % 100000:05d}-{i:07d}" for i in range(len(ev))],
@@ -513,13 +514,15 @@ def simulate_fleet(n_vehicles: int, days: int, seed: int, climate: str = "mixed"
 
     nd = pd.DataFrame(needs, columns=["v", "component", "need_day", "odometer_km", "install_day", "replace_day",
                                       "resolution", "dead_from", "life_km", "life_days"])
+    nd = nd.astype({"v": np.int64, "need_day": np.int64, "install_day": np.int64, "replace_day": np.int64, "dead_from": np.int64,
+                    "odometer_km": float, "life_km": float, "life_days": float})
     def day_or_nat(days: pd.Series) -> pd.Series:
         d = days.to_numpy(dtype=np.int64)
         out = dates[np.clip(d, 0, D - 1)].to_numpy().astype("datetime64[ms]")
         out[d < 0] = np.datetime64("NaT")
         return pd.Series(out, index=days.index)
     true_needs = pd.DataFrame({
-        "vehicle_id": vin_arr[nd["v"].to_numpy()] if len(nd) else pd.Series([], dtype=object),
+        "vehicle_id": vin_arr[nd["v"].to_numpy()],
         "component": nd["component"],
         "need_date": day_or_nat(nd["need_day"]),
         "odometer_km": nd["odometer_km"],
@@ -527,7 +530,7 @@ def simulate_fleet(n_vehicles: int, days: int, seed: int, climate: str = "mixed"
         "replace_date": day_or_nat(nd["replace_day"]),
         "resolution": nd["resolution"],
         "no_start_date": day_or_nat(nd["dead_from"]),
-        "delay_days": np.where(nd["replace_day"] >= 0, nd["replace_day"] - nd["need_day"], np.nan) if len(nd) else [],
+        "delay_days": np.where(nd["replace_day"] >= 0, nd["replace_day"] - nd["need_day"], np.nan),
         "life_km": nd["life_km"], "life_days": nd["life_days"],
     }).sort_values(["vehicle_id", "need_date", "component"], kind="stable").reset_index(drop=True)
     lv = pd.DataFrame(lives_rows, columns=["v", "component", "expected_life_km", "expected_life_years"])
@@ -618,12 +621,17 @@ def render_samples(lib: dc.Library, t: dict, rng: np.random.Generator) -> pd.Dat
 
     rest, crank, charge = t["rest"][trip], t["crank"][trip], t["charge"][trip]
     noise = rng.choice(_NOISE, n)
+    # resting readings jitter in ± pairs (an odd one out reads exactly): their median is the rest voltage
+    j = np.where(pre, k, 0)
+    paired = np.where(j % 2 == 0, 1.0, -1.0) * noise[np.maximum(first[trip] + j - j % 2, 0)]
+    paired = np.where(pre & (j == n_pre[trip] - 2) & (j % 2 == 0), 0.0, paired)
     volt = np.empty(n)
-    volt[pre] = (rest + noise)[pre]
+    volt[pre] = (rest + paired)[pre]
     dip = pre & (rel == -1)
     volt[dip] = crank[dip]
     ramp = np.clip(rel / 10.0, 0, 1)
-    settle = crank + (charge - 0.15 - crank) * (0.6 + 0.4 * ramp)
+    crank_f = np.where(np.isnan(crank), charge - 1.5, crank)  # late-waking logger: no dip seen, still a ramp
+    settle = crank_f + (charge - 0.15 - crank_f) * (0.6 + 0.4 * ramp)
     volt[on] = np.where(rel[on] >= 10, charge[on] + noise[on], settle[on])
     volt[post] = (12.95 - 0.05 * (rel[post] - length[trip][post]))
 

@@ -38,8 +38,10 @@ from .split import time_vehicle_split
 
 EXPERIMENT = "autopdm-train"
 NUM_BOOST_ROUND = 2000
-EARLY_STOPPING_ROUNDS = 100
+EARLY_STOPPING_ROUNDS = 50
 MAX_SCALE_POS_WEIGHT = 25.0
+MAX_TRAIN_NEGATIVES = 150_000       # negatives beyond this are subsampled (positives all kept); the
+                                    # calibration set is not subsampled, so Platt scaling restores the prior
 GATE_METRICS = ("ew_recall", "pr_auc")   # higher is better; the candidate must match or beat both
 DEFAULT_PARAMS = {
     "objective": "binary",
@@ -125,6 +127,16 @@ def _platt(margin: np.ndarray, y: np.ndarray, spw: float) -> dict:
     return {"method": "platt", "a": float(lr.coef_[0, 0]), "b": float(lr.intercept_[0]), "fitted": True}
 
 
+def _subsample_negatives(mask: np.ndarray, y: np.ndarray, seed: int, cap: int = MAX_TRAIN_NEGATIVES) -> np.ndarray:
+    neg = np.flatnonzero(mask & (y == 0))
+    if len(neg) <= cap:
+        return mask
+    rng = np.random.default_rng(seed)
+    out = mask.copy()
+    out[rng.choice(neg, len(neg) - cap, replace=False)] = False
+    return out
+
+
 def _fit_booster(Xtr, ytr, Xes, yes, params: dict, seed: int):
     import lightgbm as lgb
 
@@ -139,10 +151,10 @@ def _fit_booster(Xtr, ytr, Xes, yes, params: dict, seed: int):
     rounds = int(p.pop("num_iterations", p.pop("num_boost_round", NUM_BOOST_ROUND)))
     es_rounds = int(p.pop("early_stopping_rounds", EARLY_STOPPING_ROUNDS))
     cats = [c for c in CATEGORICAL if c in Xtr.columns]
-    dtrain = lgb.Dataset(Xtr, ytr, categorical_feature=cats, free_raw_data=True)
+    dtrain = lgb.Dataset(Xtr, ytr, categorical_feature=cats, free_raw_data=True, params={"verbose": -1})
     valid_sets, callbacks, early = [], [], False
     if len(yes) and yes.min() != yes.max():
-        valid_sets = [lgb.Dataset(Xes, yes, reference=dtrain, categorical_feature=cats)]
+        valid_sets = [lgb.Dataset(Xes, yes, reference=dtrain, categorical_feature=cats, params={"verbose": -1})]
         callbacks = [lgb.early_stopping(es_rounds, verbose=False)]
         early = True
     else:
@@ -180,6 +192,7 @@ def train_component(component: str, df: pd.DataFrame, split, feats: list[str], *
     y = df[label].to_numpy(dtype=np.int8)
     X = df[feats]
     tr, es, cal, te = split.train, split.early_stop, split.calib, split.test
+    tr = _subsample_negatives(tr, y, seed)
     booster, lgb_params, spw = _fit_booster(X[tr], y[tr], X[es], y[es], params, seed)
     name = model_name(component)
     cand = Champion(component, name, "", list(feats), 0.5, booster=booster)
@@ -220,6 +233,7 @@ def train_component(component: str, df: pd.DataFrame, split, feats: list[str], *
     mlflow.log_params({"component": component, "engine": "pandas", "seed": seed, "n_features": len(feats),
                        "alert_budget": budget, "min_precision": min_precision, "threshold": round(thr, 6),
                        "calibration": json.dumps(cand.calibration), "scale_pos_weight": round(spw, 4),
+                       "n_rows_train_used": int(tr.sum()), "train_positives": int(y[tr].sum()),
                        **{f"lgb.{k}": v for k, v in lgb_params.items() if k not in ("scale_pos_weight",)},
                        **split_params})
     mlflow.log_metrics({**_prefixed(m, "test_"), **_prefixed(cal_m, "calib_"),

@@ -25,7 +25,8 @@ import numpy as np
 
 # --- brake pads -------------------------------------------------------------------------------
 PAD_NEW_MM, PAD_NEED_MM, PAD_INSPECT_MM = 11.0, 3.0, 4.0
-PAD_CAPACITY = 5.0e6             # friction-brake kJ/t per pad set (× segment factor × vehicle spread)
+PAD_CAPACITY = 2.5e6             # friction-brake kJ/t per pad set (× segment factor × vehicle spread)
+PAD_PER_KM = 12.0                # kJ/t-equivalent per km regardless of braking (drag, corrosion, handbrake)
 PAD_INSPECT_FRAC = (PAD_NEW_MM - PAD_INSPECT_MM) / (PAD_NEW_MM - PAD_NEED_MM)
 
 # --- tires --------------------------------------------------------------------------------------
@@ -40,8 +41,8 @@ KPA_PER_PSI = 6.894757
 # --- battery ------------------------------------------------------------------------------------
 SOH_NEED = 0.55                  # wear fraction 1 ⇔ SOH 0.55
 SOH_SPAN = 1.0 - SOH_NEED
-BATT_TEMP = 2.6e-4 / SOH_SPAN    # per day at 20 °C battery temperature (ambient + 5 °C under the bonnet)
-BATT_BASE = 0.6e-4 / SOH_SPAN    # temperature-independent ageing per day
+BATT_TEMP = 2.3e-4 / SOH_SPAN    # per day at 20 °C battery temperature (ambient + 5 °C under the bonnet)
+BATT_BASE = 0.55e-4 / SOH_SPAN    # temperature-independent ageing per day
 BATT_SHORT = 1.0e-4 / SOH_SPAN   # a day with trips but < 20 min of driving (never recharged)
 BATT_PARK = 0.8e-4 / SOH_SPAN    # a day parked after a week already parked (self-discharge, sulfation)
 BATT_INSPECT_SOH = 0.65          # a load test at a service catches the battery below this
@@ -89,8 +90,8 @@ def friction_energy(speed_kph: np.ndarray, trace_offsets: np.ndarray) -> np.ndar
     return np.add.reduceat(e, trace_offsets)
 
 
-def pad_trip_wear(friction_kj_t) -> np.ndarray:
-    return np.asarray(friction_kj_t, dtype=float)
+def pad_trip_wear(friction_kj_t, distance_km) -> np.ndarray:
+    return np.asarray(friction_kj_t, dtype=float) + PAD_PER_KM * np.asarray(distance_km, dtype=float)
 
 
 def tire_trip_wear(distance_km, harsh_events) -> np.ndarray:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from .common import clear_errors, console, paths, progress
+from .common import clear_errors, console, fail, paths, progress
 
 ingest_app = typer.Typer(help="Record or import telemetry into canonical samples.", no_args_is_help=True)
 
@@ -29,6 +30,25 @@ def ingest_csv(
     for r in results:
         extra = f", unknown columns: {', '.join(r.unknown_columns)}" if r.unknown_columns else ""
         console.print(f"{r.path.name}: {r.written} samples, {r.quarantined} quarantined{extra}")
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop):
+    """Ctrl-C / SIGTERM ask the recorder to stop (it then commits and flushes) instead of raising
+    in the middle of a write. Previous handlers come back afterwards."""
+    import signal
+
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    try:
+        old = {s: signal.signal(s, lambda *_: stop()) for s in sigs}
+    except ValueError:  # not the main thread: no signal handling
+        yield
+        return
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 def _render_obd(stats):
@@ -64,7 +84,6 @@ def ingest_obd(
     print_batches: bool = typer.Option(False, "--print-batches", help="print each committed batch id on stdout"),
 ) -> None:
     """Record live from an ELM327 dongle (python-OBD): spool first, then the store."""
-    import signal
     import sys
 
     from rich.live import Live
@@ -80,13 +99,12 @@ def ingest_obd(
         rec = obd_ingest.ObdRecorder(port, p, vehicle_id, duration, interval=interval, batch_interval=batch_interval,
                                      dtc_interval=dtc_interval, baudrate=baudrate, protocol=protocol,
                                      multi_pid=not single_pid, on_batch=on_batch)
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: rec.stop())
-        if console.is_terminal:
-            with Live(get_renderable=lambda: _render_obd(rec.stats), console=console, refresh_per_second=4):
+        with _stop_on_signals(rec.stop):
+            if console.is_terminal:
+                with Live(get_renderable=lambda: _render_obd(rec.stats), console=console, refresh_per_second=4):
+                    stats = rec.run()
+            else:
                 stats = rec.run()
-        else:
-            stats = rec.run()
     for e in stats.events:
         console.print(e)
     elapsed = max(1e-9, __import__("time").monotonic() - stats.started)
@@ -94,6 +112,56 @@ def ingest_obd(
                   f"({stats.samples / elapsed:.1f} samples/s, {stats.queries / elapsed:.1f} requests/s); "
                   f"{stats.trips_closed} trip(s) closed, {stats.reconnects} reconnect(s); vehicle {stats.vehicle_id}")
     sys.stdout.flush()
+
+
+@ingest_app.command("can")
+def ingest_can(
+    log: Optional[List[Path]] = typer.Option(None, "--log", help="log file(s): .asc .blf .trc .log .csv .mf4 (and .gz)"),
+    interface: Optional[str] = typer.Option(None, "--interface", help="python-can interface (socketcan, pcan, virtual, ...)"),
+    channel: Optional[str] = typer.Option(None, "--channel", help="bus channel (can0, PCAN_USBBUS1, ...)"),
+    dbc: Optional[str] = typer.Option(None, "--dbc", help="DBC file (or opendbc:NAME.dbc) for manufacturer signals"),
+    signals: Optional[Path] = typer.Option(None, "--signals", help="signals map YAML: canonical column → DBC message/signal"),
+    vehicle_id: Optional[str] = typer.Option(None, "--vehicle-id", help="VIN when the traffic carries none"),
+    duration: Optional[float] = typer.Option(None, "--duration", help="live bus: stop after S seconds"),
+    listen_only: bool = typer.Option(False, "--listen-only", help="live bus: do not send OBD requests, only decode traffic"),
+    extended: bool = typer.Option(False, "--29bit", help="live bus: send 29-bit OBD requests (0x18DB33F1)"),
+    resolution: float = typer.Option(1.0, "--resolution", help="seconds per sample row"),
+) -> None:
+    """Import CAN logs or record a live bus: OBD-II over ISO-TP, and DBC signals."""
+    from ..ingest import can as can_ingest
+    from ..ingest import dbc as dbc_mod
+
+    if bool(log) == bool(interface):
+        raise fail("give either --log FILE or --interface I --channel C")
+    if interface and not channel:
+        raise fail("--interface needs --channel")
+    if bool(dbc) and not signals:
+        raise fail("--dbc needs --signals MAP.yaml (which signal is which canonical column)")
+    p = paths()
+    with clear_errors(dbc_mod.SignalMapError, can_ingest.VehicleIdError, FileNotFoundError, ValueError, OSError):
+        decoder = dbc_mod.DbcDecoder(dbc, signals) if signals else None
+        reports = []
+        if log:
+            for f in log:
+                rep = can_ingest.import_log(f, p, vehicle_id, dbc=decoder, resolution=resolution)
+                reports.append(rep)
+        else:
+            stop = {"flag": False}
+            with _stop_on_signals(lambda: stop.__setitem__("flag", True)), console.status(f"recording {interface}:{channel}"):
+                reports.append(can_ingest.record_bus(interface, channel, p, vehicle_id, decoder, duration,
+                                                     query=not listen_only, extended=extended, resolution=resolution,
+                                                     stop=lambda: stop["flag"]))
+    failed = False
+    for r in reports:
+        console.print(f"{r.path}: {r.frames:,} frames read, {r.decoded:,} decoded, {r.skipped:,} skipped, "
+                      f"{r.error_frames:,} error frames, {r.negative_responses:,} negative responses; "
+                      f"{r.samples:,} samples, {r.dtc_events} DTC events for {r.vehicle_id or '-'} "
+                      f"({r.frames_per_s:,.0f} frames/s, {r.reader}; ECUs {', '.join(r.ecus) or '-'})")
+        if r.error:
+            failed = True
+            console.print(f"[red]error:[/red] {r.error}")
+    if failed:
+        raise typer.Exit(1)
 
 
 def upload_cmd(

@@ -20,7 +20,6 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
@@ -113,6 +112,9 @@ def read_candump(path: Path, gz: bool, sink: FrameSink) -> ReadOutcome:
         with _open_text(path, gz) as fh:
             for n, line in enumerate(fh, start=1):
                 # "(1700000000.123456) can0 7E8#04410C1AF8AAAAAA" — split is ~3x faster than the regex
+                if line[-1:] != "\n":  # the file ends mid-line: a cut-off frame would decode wrong
+                    out.error = CanLogError(path, f"line {n}", f"file ends in the middle of a line ({line.strip()[:40]!r})")
+                    break
                 parts = line.split()
                 if len(parts) < 3:
                     if parts:
@@ -154,7 +156,11 @@ def read_asc(path: Path, gz: bool, sink: FrameSink) -> ReadOutcome | None:
     n = 0
     try:
         with _open_text(path, gz) as fh:
+            begun = ended = False
             for n, line in enumerate(fh, start=1):
+                if line[-1:] != "\n":
+                    out.error = CanLogError(path, f"line {n}", f"file ends in the middle of a line ({line.strip()[:40]!r})")
+                    break
                 parts = line.split()
                 if not parts:
                     continue
@@ -195,6 +201,11 @@ def read_asc(path: Path, gz: bool, sink: FrameSink) -> ReadOutcome | None:
                         return None
                 elif (m := ASC_TRIGGER_REGEX.match(line.strip())):
                     start = ASCReader._datetime_to_timestamp(m.group("datetime_string"))
+                    begun = True
+                elif low.startswith("end triggerblock"):
+                    ended = True
+            if begun and not ended and out.error is None:
+                out.error = CanLogError(path, f"line {n}", "no 'End TriggerBlock': the file was cut short")
     except (OSError, EOFError, UnicodeError) as exc:
         out.error = CanLogError(path, f"line {n + 1}", f"{type(exc).__name__}: {exc}")
     return out
@@ -219,6 +230,15 @@ def read_python_can(path: Path, ext: str, gz: bool, sink: FrameSink) -> ReadOutc
                 err_frame()
                 continue
             feed(msg.timestamp, msg.arbitration_id, msg.is_extended_id, bytes(msg.data))
+        # readers that stop quietly at a cut: check what the file promised
+        if out.error is None:
+            promised = getattr(reader, "object_count", None)
+            if promised is not None and type(reader).__name__ == "BLFReader" and n + sink.stats.error_frames * 0 < promised:
+                size = path.stat().st_size
+                out.error = CanLogError(path, f"frame {n + 1} (byte {size:,} of {reader.file_size:,})",
+                                        f"the BLF header announces {promised:,} objects, the file holds {n:,}")
+            elif not gz and ext in (".trc", ".csv", ".log", ".asc") and _ends_mid_line(path):
+                out.error = CanLogError(path, f"frame {n + 1} (end of file)", "file ends in the middle of a line")
     except Exception as exc:  # struct.error, EOFError, zlib.error, ValueError … from any reader
         pos = f"frame {n + 1}"
         fh = getattr(reader, "file", None)
@@ -235,6 +255,15 @@ def read_python_can(path: Path, ext: str, gz: bool, sink: FrameSink) -> ReadOutc
             except Exception:
                 pass
     return out
+
+
+def _ends_mid_line(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        fh.seek(0, 2)
+        if fh.tell() == 0:
+            return False
+        fh.seek(-1, 2)
+        return fh.read(1) not in (b"\n", b"\r")
 
 
 def read_log(path: Path, sink: FrameSink, fast: bool = True) -> ReadOutcome:
@@ -379,7 +408,7 @@ def record_bus(interface: str, channel: str, paths: Paths, vehicle_id: str | Non
     if query:
         sink.obd.on_first_frame = flow_control
     # the tester's script: VIN, supported PIDs, then the poll loop
-    script = [bytes([0x09, 0x02]), bytes([0x01, 0x00, 0x20, 0x40, 0x60, 0x80, 0xA0])] if query else []
+    script = [bytes([0x09, 0x02]), bytes([0x01, 0x00, 0x20, 0x40, 0x60, 0x80, 0xA0]), b"\x03", b"\x07"] if query else []
     groups: list[bytes] = []
     t_start = time.monotonic()
     deadline = t_start + duration if duration else None

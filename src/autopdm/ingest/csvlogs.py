@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -69,6 +70,87 @@ def read_carobd(path: Path, vehicle_id: str, start: pd.Timestamp) -> tuple[pd.Da
     unknown = [c for c in raw.columns if c not in CAROBD_MAP and c not in CAROBD_KNOWN_UNUSED]
     out = pd.DataFrame({canon: raw[col].str.strip() for col, canon in CAROBD_MAP.items() if col in raw.columns})
     out.insert(0, "ts", start + pd.to_timedelta(range(len(raw)), unit="s"))
+    return out, unknown
+
+
+# Torque Pro CSV export: "Name(unit)" headers. Name (lower case) → canonical column.
+TORQUE_MAP = {
+    "speed (obd)": "speed_kph",
+    "engine rpm": "rpm",
+    "engine load": "engine_load_pct",
+    "throttle position(manifold)": "throttle_pct",
+    "engine coolant temperature": "coolant_temp_c",
+    "intake air temperature": "intake_air_temp_c",
+    "ambient air temp": "ambient_air_temp_c",
+    "fuel level (from engine ecu)": "fuel_level_pct",
+    "voltage (control module)": "control_module_voltage_v",
+    "distance travelled since codes cleared": "distance_since_dtc_clear_km",
+    "odometer": "odometer_km",
+}
+TORQUE_KNOWN_UNUSED = {
+    "gps time", "device time", "longitude", "latitude", "gps speed", "horizontal dilution of precision", "altitude",
+    "bearing", "g", "gps satellites", "gps accuracy", "gps altitude", "gps bearing", "gps latitude", "gps longitude",
+    "engine load(absolute)", "voltage (obd adapter)", "trip distance", "trip time(since journey start)",
+    "trip time(whilst moving)", "trip time(whilst stationary)", "trip average speed(whilst moving only)",
+    "trip average speed(whilst stopped or moving)", "speed (gps)", "fuel used (trip)", "fuel flow rate/minute",
+    "fuel flow rate/hour", "kilometers per litre(instant)", "litres per 100 kilometer(instant)",
+    "miles per gallon(instant)", "turbo boost & vacuum gauge", "intake manifold pressure", "mass air flow rate",
+    "timing advance", "barometric pressure (from vehicle)", "fuel trim bank 1 long term", "fuel trim bank 1 short term",
+    "accelerator pedalposition d", "accelerator pedalposition e", "relative throttle position", "co₂ in g/km (instantaneous)",
+    "co₂ in g/km (average)", "horsepower (at the wheels)", "torque", "engine kw (at the wheels)", "acceleration sensor(total)",
+    "acceleration sensor(x axis)", "acceleration sensor(y axis)", "acceleration sensor(z axis)",
+}
+_TORQUE_HEADER = re.compile(r"^(.*?)\(([^()]*)\)$")
+
+
+def _torque_unit(series: pd.Series, unit: str | None, canon: str) -> pd.Series:
+    """Numbers in canonical units; '-' and blanks (Torque's "no reading") → null; text stays for quarantine."""
+    raw = series.str.strip().replace({"-": None, "": None, "∞": None})
+    num = pd.to_numeric(raw, errors="coerce")
+    u = (unit or "").strip().lower()
+    if u in ("mph",):
+        num = num * 1.609344
+    elif u in ("°f", "f", "deg f"):
+        num = (num - 32) * 5 / 9
+    elif u in ("miles", "mi"):
+        num = num * 1.609344
+    bad = num.isna() & raw.notna()
+    return num.astype(object).where(~bad, raw)  # unparseable text goes on to be quarantined with a reason
+
+
+@register("torque")
+def read_torque(path: Path, vehicle_id: str, start: pd.Timestamp) -> tuple[pd.DataFrame, list[str]]:
+    """Torque Pro "Realtime Information" CSV export. Time from Device Time (the phone's local clock),
+    shifted to UTC by the offset in GPS Time ("… GMT+01:00 …") when present, else taken as UTC."""
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, index_col=False)
+    raw.columns = [str(c).strip() for c in raw.columns]
+    if "Device Time" not in raw.columns:
+        raise CsvFormatError(f"{path}: not a Torque Pro export (no 'Device Time' column)")
+    raw = raw[raw["Device Time"].str.strip() != "Device Time"].reset_index(drop=True)  # header repeated per session
+    mapping, unknown = {}, []
+    for col in raw.columns:
+        if not col or col.startswith("Unnamed"):
+            continue
+        m = _TORQUE_HEADER.match(col)
+        name, unit = (m.group(1).strip(), m.group(2)) if m else (col, None)
+        key, full = name.lower(), col.lower()
+        if key in TORQUE_MAP and TORQUE_MAP[key] not in mapping.values():
+            mapping[col] = (TORQUE_MAP[key], unit)
+        elif key not in TORQUE_KNOWN_UNUSED and full not in TORQUE_KNOWN_UNUSED:
+            unknown.append(col)
+    ts = pd.to_datetime(raw["Device Time"].str.strip(), format="%d-%b-%Y %H:%M:%S.%f", errors="coerce")
+    if ts.isna().any():
+        ts = ts.fillna(pd.to_datetime(raw["Device Time"].str.strip(), format="mixed", dayfirst=True, errors="coerce"))
+    offset = pd.Timedelta(0)
+    if "GPS Time" in raw.columns:
+        tz = raw["GPS Time"].str.extract(r"GMT([+-]\d{2}):?(\d{2})").dropna()
+        if len(tz):
+            h, mnt = tz.iloc[0]
+            sign = -1 if h.startswith("-") else 1
+            offset = sign * pd.Timedelta(hours=abs(int(h)), minutes=int(mnt))
+    out = pd.DataFrame({"ts": (ts - offset).dt.tz_localize("UTC")})
+    for col, (canon, unit) in mapping.items():
+        out[canon] = _torque_unit(raw[col], unit, canon)
     return out, unknown
 
 

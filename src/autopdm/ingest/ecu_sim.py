@@ -84,7 +84,7 @@ class EcuResponder(threading.Thread):
         self.vin, self.ecus, self.extended = vin, tuple(ecus), extended
         self.negative = dict(negative or {})
         self.fc_timeout = fc_timeout
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self._fc = {e: threading.Event() for e in self.ecus}
         self.requests = 0
         self.flow_controls = 0
@@ -115,7 +115,7 @@ class EcuResponder(threading.Thread):
         # wait for the tester's flow control before the consecutive frames (ISO 15765-2)
         deadline = time.monotonic() + self.fc_timeout
         got = False
-        while time.monotonic() < deadline and not self._stop.is_set():
+        while time.monotonic() < deadline and not self._halt.is_set():
             m = self.bus.recv(timeout=0.05)
             if m is None:
                 continue
@@ -131,7 +131,7 @@ class EcuResponder(threading.Thread):
             self.bus.send(can.Message(arbitration_id=aid, is_extended_id=self.extended, data=f))
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             m = self._backlog.pop(0) if self._backlog else self.bus.recv(timeout=0.05)
             if m is None:
                 continue
@@ -149,7 +149,7 @@ class EcuResponder(threading.Thread):
                     self._send(ecu, p)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(timeout=2)
         self.bus.shutdown()
 

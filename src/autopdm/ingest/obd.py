@@ -110,6 +110,26 @@ if _obd is not None:
     PENDING_DTC = OBDCommand("AUTOPDM_07", "pending DTCs", b"07", 0, _dtc_decoder, ECU.ALL_KNOWN, False)
 
 
+def _bitmap_decoder(ms):
+    return bytes(ms[0].data) if ms and ms[0].data else None
+
+
+def supported_pids(conn, value=None) -> set[int]:
+    """Mode 01 PIDs the car supports. python-OBD's table ends before 0x60, so it never learns of
+    PIDs 61-C0 (odometer A6): read the 41-60 bitmap ourselves and follow the "next range" bits."""
+    value = value or (lambda c: (lambda r: None if r.is_null() else r.value)(conn.query(c, force=True)))
+    sup = {c.pid for c in conn.supported_commands if c.mode == 1 and c.pid is not None}
+    base = 0x40
+    while base <= 0xE0 and (base in sup or base == 0x40 and 0x20 in sup):
+        cmd = OBDCommand(f"PIDS_{base:02X}", "supported PIDs", f"01{base:02X}".encode(), 0, _bitmap_decoder, ECU.ENGINE, True)
+        raw = value(cmd)
+        if not raw or len(raw) < 6 or raw[0] != 0x41:
+            break
+        sup |= parse_bitmap(raw[2:6], base)
+        base += 0x20
+    return sup
+
+
 @dataclass
 class RecorderStats:
     state: str = "starting"
@@ -292,19 +312,7 @@ class ObdRecorder:
                        "pass --vehicle-id with the VIN from the windscreen or registration papers")
 
     def _supported_pids(self) -> set[int]:
-        sup = {c.pid for c in self.conn.supported_commands if c.mode == 1 and c.pid is not None}
-        # python-OBD's table ends before 0x60, so it never learns of PIDs 61-C0 (odometer A6):
-        # read the 41-60 bitmap again ourselves and follow the "next range" bits
-        base = 0x40
-        while base <= 0xE0 and (base in sup or base == 0x40 and 0x20 in sup):
-            cmd = OBDCommand(f"PIDS_{base:02X}", "supported PIDs", f"01{base:02X}".encode(), 0,
-                             lambda ms: bytes(ms[0].data) if ms and ms[0].data else None, ECU.ENGINE, True)
-            raw = self._value(cmd)
-            if not raw or len(raw) < 6 or raw[0] != 0x41:
-                break
-            sup |= parse_bitmap(raw[2:6], base)
-            base += 0x20
-        return sup
+        return supported_pids(self.conn, self._value)
 
     def _make_plan(self) -> list:
         sup = self._supported_pids()
@@ -324,7 +332,10 @@ class ObdRecorder:
     def _poll_cycle(self, plan: list) -> dict[str, float] | None:
         values: dict[str, float] = {}
         answered = False
-        for i, (group, cmd) in enumerate(list(plan)):
+        i = 0
+        while i < len(plan):  # `plan` may grow while we go: split-off PIDs are asked in this same cycle
+            group, cmd = plan[i]
+            i += 1
             got = self._value(cmd) or {}
             if got:
                 answered = True
@@ -335,7 +346,7 @@ class ObdRecorder:
                     self.stats.event(f"ECU left out PIDs {[hex(p) for p in left_out]} in a multi-PID request; "
                                      "asking for them one at a time")
                     kept = [p for p in group if p in got]
-                    plan[plan.index((group, cmd))] = (kept, mode01_command(kept))
+                    plan[i - 1] = (kept, mode01_command(kept))
                     plan += [([p], mode01_command([p])) for p in left_out]
                     self.stats.plan = [g for g, _ in plan]
             for pid, v in got.items():
@@ -474,7 +485,7 @@ def measure_query_rate(port: str, seconds: float = 3.0, multi_pid: bool = True, 
     conn = _obd.OBD(port, fast=True, timeout=0.5, protocol=protocol)
     if conn.status() != OBDStatus.CAR_CONNECTED:
         raise RuntimeError(f"{port}: no car ({conn.status()})")
-    sup = {c.pid for c in conn.supported_commands if c.mode == 1}
+    sup = supported_pids(conn)
     pids = [p for p in PIDS if p in sup]
     size = MAX_PIDS_PER_REQUEST if multi_pid else 1
     cmds = [mode01_command(pids[i:i + size]) for i in range(0, len(pids), size)]

@@ -1,0 +1,208 @@
+"""Fleet simulator: determinism, wear-life realism, render/summarise consistency, schemas, CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from autopdm import drivecycles, schemas, store, trips, wear
+from autopdm.simulate import Fleet, simulate_fleet, vin_check_digit, write_fleet
+
+pytestmark = pytest.mark.filterwarnings("ignore:Mean of empty slice")
+
+FRAMES = ("vehicles", "trips", "service_events", "dtc_events", "true_needs", "samples", "lives")
+
+
+@pytest.fixture(scope="module")
+def fleet() -> Fleet:
+    return simulate_fleet(300, 730, seed=11)
+
+
+@pytest.fixture(scope="module")
+def raw_fleet() -> Fleet:
+    return simulate_fleet(4, 45, seed=5, climate="cold", raw_vehicles=4)
+
+
+def test_library_is_built_from_real_cycles_through_the_trip_summariser():
+    lib = drivecycles.library()
+    s = lib.summary
+    assert len(s) == len(lib.templates) * len(drivecycles.SPEED_SCALES) * len(drivecycles.STYLES)
+    assert set(s["kind"]) == {0, 1, 2, 3}
+    assert lib.speed.max() < 160 and (lib.speed >= 0).all()
+    # harsher style → more braking energy and harsh events per km (same templates, same scale)
+    per_km = s.assign(e=s["brake_energy_kj_per_t"] / s["distance_km"], h=s["harsh_brake_count"] / s["distance_km"])
+    by_style = per_km.groupby("style_i")[["e", "h", "friction_kj_per_t"]].median()
+    assert by_style["e"].is_monotonic_increasing and by_style["h"].is_monotonic_increasing
+    # a variant's distance is its speed integrated (trapezoid, 1 Hz)
+    v = lib.speed[lib.offset[5]: lib.offset[5] + lib.length[5]] / 3.6
+    assert s["distance_km"][5] == pytest.approx(np.trapezoid(v) / 1000, rel=1e-9)
+
+
+def test_same_seed_same_fleet_and_raw_rendering_changes_nothing_else():
+    a = simulate_fleet(15, 60, seed=3)
+    b = simulate_fleet(15, 60, seed=3)
+    for name in FRAMES:
+        pd.testing.assert_frame_equal(getattr(a, name), getattr(b, name), obj=name)
+    c = simulate_fleet(15, 60, seed=4)
+    assert not a.vehicles["vehicle_id"].equals(c.vehicles["vehicle_id"])
+    d = simulate_fleet(15, 60, seed=3, raw_vehicles=1)
+    pd.testing.assert_frame_equal(a.trips, d.trips)
+    pd.testing.assert_frame_equal(a.service_events, d.service_events)
+    assert len(d.samples) > 0 and d.samples["vehicle_id"].nunique() == 1
+
+
+def test_outputs_conform_to_schemas(fleet, raw_fleet):
+    for f in (fleet, raw_fleet):
+        for table, df in (("vehicles", f.vehicles), ("trips", f.trips), ("service_events", f.service_events),
+                          ("dtc_events", f.dtc_events), ("samples", f.samples)):
+            v = schemas.validate(df, table, origin="sim")
+            assert v.n_quarantined == 0, (table, v.quarantine["reason"].head().tolist())
+            assert list(df.columns) == [c.name for c in schemas.TABLES[table]]
+    vins = fleet.vehicles["vehicle_id"]
+    assert vins.is_unique and vins.str.len().eq(17).all()
+    assert all(vin_check_digit(x) == x[8] for x in vins)
+    assert fleet.vehicles["customer_id"].str.fullmatch(r"C\d{6}").all()
+    assert set(fleet.vehicles["preferred_channel"]) <= set(schemas.CHANNELS)
+    assert (fleet.trips["source"] == "sim").all()
+    assert fleet.trips["trip_id"].is_unique
+
+
+def test_render_then_summarise_reproduces_the_trip_rows(raw_fleet):
+    f = raw_fleet
+    got = trips.summarise(f.samples).set_index("trip_id")
+    want = f.trips.set_index("trip_id")
+    assert set(got.index) == set(want.index) and len(want) > 50
+    got = got.loc[want.index]
+    for c in ("start_ts", "end_ts", "vehicle_id", "harsh_brake_count", "harsh_accel_count", "stop_count", "n_samples"):
+        assert (got[c] == want[c]).all(), c
+    for c in ("distance_km", "duration_s", "idle_s", "brake_energy_kj_per_t", "max_decel_mps2", "mean_speed_kph",
+              "max_speed_kph", "rest_voltage_v", "crank_min_voltage_v", "charge_voltage_v", "ambient_temp_c",
+              "odometer_end_km", "start_coolant_temp_c", "tire_pressure_min_kpa"):
+        a, b = got[c].astype(float), want[c].astype(float)
+        assert (a.isna() == b.isna()).all(), c
+        np.testing.assert_allclose(a[b.notna()], b[b.notna()], atol=1e-6, err_msg=c)
+    # crank dips are real dips: below the rest voltage, and the raw voltage stream never reads 0
+    t = want.dropna(subset=["rest_voltage_v"])
+    assert (t["crank_min_voltage_v"] < t["rest_voltage_v"] - 0.9).all()
+    assert (f.samples["control_module_voltage_v"] > 0).all()
+
+
+def test_wear_lives_in_published_ranges(fleet):
+    lv = fleet.lives
+    pad = lv[lv.component == "brake"]
+    tire = lv[lv.component == "tire"]
+    batt = lv[lv.component == "battery"]
+    assert 30_000 <= pad["expected_life_km"].median() <= 80_000
+    assert 40_000 <= tire["expected_life_km"].median() <= 80_000
+    by_climate = batt.groupby("climate")["expected_life_years"].median()
+    assert 3.0 <= by_climate["temperate"] <= 6.0
+    assert by_climate["hot"] < by_climate["temperate"] < by_climate["cold"]
+    assert by_climate["hot"] <= 3.5
+    # city and aggressive driving shorten pad life
+    by_pattern = pad.groupby("pattern")["expected_life_km"].median()
+    assert by_pattern["urban_taxi"] < by_pattern["long_distance"]
+    hi, lo = pad["style"] > pad["style"].quantile(0.8), pad["style"] < pad["style"].quantile(0.2)
+    assert pad.loc[hi, "expected_life_km"].median() < pad.loc[lo, "expected_life_km"].median()
+    # lives that started and ended inside the horizon are physical too
+    tn = fleet.true_needs.dropna(subset=["life_km"])
+    assert tn.loc[tn.component == "brake", "life_km"].between(8_000, 200_000).all()
+
+
+def test_service_history_follows_the_hidden_needs(fleet):
+    se, tn = fleet.service_events, fleet.true_needs
+    assert set(se["component"]) == {"brake", "tire", "battery", "other"}
+    assert set(se["action"]) == {"replace", "inspect", "repair"}
+    assert (se["source"] == "workshop").all()
+    done = tn.dropna(subset=["replace_date"])
+    delay = (pd.to_datetime(done["replace_date"]) - pd.to_datetime(done["need_date"])).dt.days
+    assert delay.between(0, 120).all() and 2 <= delay.median() <= 21
+    assert {"reactive", "no_start"} <= set(tn["resolution"])
+    rep = se[se.action == "replace"].assign(date=lambda d: pd.to_datetime(d["date"]))
+    for _, row in done.sample(min(40, len(done)), random_state=0).iterrows():
+        hit = rep[(rep.vehicle_id == row.vehicle_id) & (rep.component == row.component) & (rep.date == pd.Timestamp(row.replace_date))]
+        assert len(hit) == 1
+    # some replacements come early, at a routine inspection, with no need row
+    n_replace = rep.groupby("component").size()
+    n_need = done.groupby("component").size()
+    assert all(n_replace[c] > n_need[c] for c in ("brake", "tire"))
+    # a no-start day has no trips, and P0562 is recorded for weak batteries
+    ns = tn[tn.resolution == "no_start"].iloc[0]
+    day = fleet.trips[(fleet.trips.vehicle_id == ns.vehicle_id) & (fleet.trips.start_ts.dt.date == pd.Timestamp(ns.no_start_date).date())]
+    assert day.empty
+    assert (fleet.dtc_events["code"] == "P0562").sum() > 0
+
+
+def test_battery_voltage_tracks_health_and_resets_on_replacement(fleet):
+    t, tn = fleet.trips, fleet.true_needs
+    b = tn[(tn.component == "battery") & tn.replace_date.notna()]
+    before, after = [], []
+    for _, r in b.iterrows():
+        tv = t[t.vehicle_id == r.vehicle_id]
+        rd = pd.Timestamp(r.replace_date, tz="UTC")
+        before.append(tv.loc[(tv.start_ts < rd) & (tv.start_ts >= rd - pd.Timedelta(days=14)), "crank_min_voltage_v"].median())
+        after.append(tv.loc[(tv.start_ts > rd + pd.Timedelta(days=1)) & (tv.start_ts < rd + pd.Timedelta(days=15)), "crank_min_voltage_v"].median())
+    ok = ~(np.isnan(before) | np.isnan(after))
+    assert ok.sum() >= 5
+    assert (np.array(after)[ok] > np.array(before)[ok]).mean() > 0.9
+    # weak batteries crank below the temperature-dependent threshold
+    weak = np.array(before)[ok]
+    assert np.median(weak) < 10.0
+    assert wear.crank_threshold(20) == 9.6 and wear.crank_threshold(-18) == 8.5
+
+
+def test_telemetry_has_real_life_gaps(fleet):
+    t, v = fleet.trips, fleet.vehicles
+    # missing PIDs are null, never 0
+    for c in ("odometer_end_km", "tire_pressure_min_kpa", "rest_voltage_v"):
+        assert t[c].isna().any() and not (t[c] == 0).any(), c
+    # not every car reports every day
+    days = t.groupby("vehicle_id")["start_ts"].agg(lambda s: s.dt.date.nunique())
+    assert days.median() < 600
+    # odometer never goes backwards within a vehicle
+    o = t.dropna(subset=["odometer_end_km"]).sort_values(["vehicle_id", "start_ts"])
+    assert (o.groupby("vehicle_id")["odometer_end_km"].diff().dropna() >= 0).all()
+    # seasons: colder in January than in July in a temperate/cold fleet
+    m = t.start_ts.dt.month
+    assert t.loc[m == 1, "ambient_temp_c"].median() < t.loc[m == 7, "ambient_temp_c"].median()
+    assert set(v["segment"]) == {"small", "compact", "suv", "van"}
+    # trips per day and annual distance look like real use
+    km_year = t.groupby("vehicle_id")["distance_km"].sum() / 2
+    assert 6_000 < km_year.median() < 25_000
+
+
+def test_write_fleet_and_cli(home):
+    from typer.testing import CliRunner
+
+    from autopdm.cli import app
+
+    res = CliRunner().invoke(app, ["simulate", "--vehicles", "6", "--days", "20", "--seed", "2", "--raw-vehicles", "1",
+                                   "--climate", "hot", "--aggressiveness", "1.3"])
+    assert res.exit_code == 0, res.output
+    trips_t = store.read_table("trips", home)
+    veh = store.read_table("vehicles", home)
+    se = store.read_table("service_events", home)
+    tn = store.read_table("true_needs", home)
+    assert len(veh) == 6 and len(trips_t) > 20 and set(trips_t["vehicle_id"]) <= set(veh["vehicle_id"])
+    assert set(tn.columns) >= {"vehicle_id", "component", "need_date", "odometer_km"}
+    assert se["event_id"].is_unique
+    samples = store.read_samples(home)
+    assert samples["vehicle_id"].nunique() == 1
+    again = trips.summarise(samples)
+    assert set(again["trip_id"]) == set(trips_t.loc[trips_t.vehicle_id.isin(samples.vehicle_id), "trip_id"])
+    # re-running replaces the simulated fleet instead of piling up
+    res = CliRunner().invoke(app, ["simulate", "--vehicles", "3", "--days", "10", "--seed", "9", "--raw-vehicles", "1"])
+    assert res.exit_code == 0, res.output
+    assert store.read_table("vehicles", home)["vehicle_id"].nunique() == 3
+    assert store.read_samples(home)["vehicle_id"].nunique() == 1
+    res = CliRunner().invoke(app, ["simulate", "--vehicles", "3", "--days", "10", "--climate", "arctic"])
+    assert res.exit_code == 2 and "climate" in res.output
+
+
+def test_write_fleet_keeps_recorded_trips(home, raw_fleet):
+    rec = raw_fleet.trips.head(3).assign(source="csv", vehicle_id="JTDKB20U793456789")
+    rec["trip_id"] = rec["vehicle_id"] + "-" + rec["start_ts"].dt.strftime("%Y%m%dT%H%M%SZ")
+    store.write_table(rec, "trips", home)
+    write_fleet(raw_fleet, home)
+    out = store.read_table("trips", home)
+    assert (out["source"] == "csv").sum() == 3 and (out["source"] == "sim").sum() == len(raw_fleet.trips)
