@@ -36,8 +36,17 @@ def _cli_env(home) -> dict:
 
 
 def _start(home, port: str, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([*CLI, "ingest", "obd", "--port", port, "--print-batches", "--protocol", "6", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_cli_env(home))
+    """stdout (the 'committed' lines) is read by a _Lines thread only; stderr goes to a file."""
+    err = open(Path(home.home).parent / "recorder.err", "w+")
+    proc = subprocess.Popen([*CLI, "ingest", "obd", "--port", port, "--print-batches", "--protocol", "6", *args],
+                            stdout=subprocess.PIPE, stderr=err, text=True, env=_cli_env(home))
+    proc.err_file = err
+    return proc
+
+
+def _stderr(proc) -> str:
+    proc.err_file.seek(0)
+    return proc.err_file.read()
 
 
 class _Lines(threading.Thread):
@@ -75,7 +84,7 @@ def test_record_through_unplug_and_ignition_off(home, tmp_path):
     out = _Lines(proc.stdout)
     out.start()
     try:
-        assert _wait_for(lambda: len(out.committed()) >= 2), proc.stderr.read() if proc.poll() is not None else "no batches"
+        assert _wait_for(lambda: len(out.committed()) >= 2), _stderr(proc)
         before_unplug = list(out.committed())
         sim.unplug()                     # dongle pulled out mid-recording: pty gone
         time.sleep(1.0)
@@ -84,12 +93,13 @@ def test_record_through_unplug_and_ignition_off(home, tmp_path):
         sim.ignition = False             # engine off: NO DATA, adapter still answers ATRV
         time.sleep(2.5)
         sim.ignition = True
-        _, err = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
     finally:
         sim.unplug()
         if proc.poll() is None:
             proc.kill()
     out.join(timeout=5)
+    err = _stderr(proc)
     assert proc.returncode == 0, err
     acked = out.committed()
     assert set(before_unplug) <= set(acked)

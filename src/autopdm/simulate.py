@@ -554,7 +554,12 @@ def simulate_fleet(n_vehicles: int, days: int, seed: int, climate: str = "mixed"
         tele = {k: a[sel] for k, a in tele.items()}
         tv = t_veh[sel]
         tele.update(vin=vin_arr[tv], has_amb=has_amb[tv], has_tpms=has_tpms[tv], has_odo=has_odo[tv], late=late_logger[tv])
-        samples = render_samples(lib, tele, r_raw)
+        # in chunks of ~1M samples: rendering needs ~40 temporary arrays per sample
+        est = np.cumsum(lib.length[tele["var"]] + 45)
+        bounds = np.r_[0, np.searchsorted(est, np.arange(1, est[-1] // 1_000_000 + 1) * 1_000_000), len(est)] if len(est) else [0, 0]
+        chunks = [render_samples(lib, {k: a[lo:hi] for k, a in tele.items()}, r_raw)
+                  for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+        samples = pd.concat(chunks, ignore_index=True) if chunks else schemas.empty("samples")
         ns_sel = ns_v < raw_vehicles
         if ns_sel.any():
             samples = pd.concat([samples, _render_no_starts(vin_arr[ns_v[ns_sel]], day_epoch[ns_d[ns_sel]], temp[ns_v[ns_sel], ns_d[ns_sel]],
@@ -725,4 +730,5 @@ def write_fleet(fleet: Fleet, paths: Paths) -> None:
     if len(fleet.dtc_events):
         store.append(fleet.dtc_events, "dtc_events", paths, origin="simulate")
     if len(fleet.samples):
-        store.append(fleet.samples, "samples", paths, origin="simulate")
+        for _, part in fleet.samples.groupby("vehicle_id", sort=True):  # one vehicle at a time bounds memory
+            store.append(part, "samples", paths, origin="simulate")

@@ -1,0 +1,202 @@
+"""The main job end to end on the embedded default (what `make demo` runs).
+
+simulate a fleet → trips from raw samples → features → train and gate three models in MLflow →
+start the BentoML service and the reference CRM receiver (real processes on 127.0.0.1) →
+the CRM asks /assess → batch scoring emits work orders → the outbox delivers them, signed →
+drift report → summary. The servers are stopped whatever happens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import httpx
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from . import COMPONENTS, store, trips
+from .config import Paths
+
+
+@dataclass
+class DemoConfig:
+    vehicles: int = 400
+    days: int = 730
+    seed: int = 7
+    raw_vehicles: int = 2
+    start: str = "2025-01-01"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(url: str, timeout: float, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[:4]} exited with {proc.returncode} before {url} answered")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        time.sleep(0.25)
+    raise TimeoutError(f"{url} not ready after {timeout:.0f} s")
+
+
+@contextlib.contextmanager
+def _process(cmd: list[str], env: dict, log_path):
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def run(cfg: DemoConfig, paths: Paths, console: Console) -> dict:
+    from .features import build_features
+    from .score import score_fleet
+    from .simulate import simulate_fleet, write_fleet
+    from .train import train_all
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    def step(name: str):
+        timings[name] = time.perf_counter() - t0 - sum(timings.values())
+        console.print(f"  [dim]{timings[name]:.1f} s[/dim]")
+
+    console.rule(f"1. simulate {cfg.vehicles} vehicles × {cfg.days} days (seed {cfg.seed})")
+    with console.status("simulating"):
+        fleet = simulate_fleet(cfg.vehicles, cfg.days, cfg.seed, raw_vehicles=cfg.raw_vehicles, start=cfg.start)
+        write_fleet(fleet, paths)
+    ev = fleet.service_events
+    console.print(f"{len(fleet.trips):,} trips, {len(ev):,} service events "
+                  f"({', '.join(f'{c}: {n}' for c, n in ev[ev['action'] != 'inspect']['component'].value_counts().items())}), "
+                  f"{len(fleet.samples):,} raw 1 Hz samples for {cfg.raw_vehicles} vehicles")
+    step("simulate")
+
+    console.rule("2. trips from the raw samples (the same summariser as recorded data)")
+    raw = store.read_samples(paths)
+    again = trips.summarise(raw)
+    sim = fleet.trips[fleet.trips["vehicle_id"].isin(raw["vehicle_id"].unique())]
+    same = sim.merge(again, on="trip_id", suffixes=("_sim", "_raw"))
+    err = (same["distance_km_sim"] - same["distance_km_raw"]).abs().max() if len(same) else float("nan")
+    console.print(f"{len(again):,} trips re-summarised from {len(raw):,} samples; {len(same):,} of {len(sim):,} "
+                  f"simulated trip ids reproduced, max distance difference {err:.4f} km")
+    step("trips")
+
+    console.rule("3. daily point-in-time features and labels")
+    with console.status("building features"):
+        feats = build_features(fleet.trips, fleet.vehicles, fleet.service_events, fleet.dtc_events)
+        store.write_table(feats, "features", paths)
+    console.print(f"{len(feats):,} vehicle-days × {feats.shape[1]} columns")
+    step("features")
+
+    console.rule("4. train, evaluate and gate brake / tire / battery models in MLflow")
+    with console.status("training"):
+        res = train_all(paths, features=feats, seed=cfg.seed)
+    step("train")
+
+    as_of = str(pd.to_datetime(feats["date"]).max().date())
+    token = os.environ.get("AUTOPDM_API_TOKEN") or secrets.token_urlsafe(24)
+    secret = os.environ.get("AUTOPDM_CRM_WEBHOOK_SECRET") or secrets.token_hex(16)
+    svc_port, crm_port = _free_port(), _free_port()
+    env = dict(os.environ, AUTOPDM_HOME=str(paths.home), AUTOPDM_API_TOKEN=token,
+               AUTOPDM_CRM_WEBHOOK_SECRET=secret, BENTOML_DO_NOT_TRACK="true", DO_NOT_TRACK="true")
+    crm_url = f"http://127.0.0.1:{crm_port}/work-orders"
+    console.rule(f"5. BentoML service on 127.0.0.1:{svc_port}, CRM receiver on 127.0.0.1:{crm_port}")
+    with _process([sys.executable, "-m", "autopdm.cli", "crm-receiver", "--port", str(crm_port)], env,
+                  paths.home / "crm-receiver.log") as crm, \
+         _process([sys.executable, "-m", "bentoml", "serve", "autopdm.service:Autopdm", "--host", "127.0.0.1",
+                   "--port", str(svc_port)], env, paths.home / "service.log") as svc:
+        _wait(f"http://127.0.0.1:{svc_port}/readyz", 120, svc)
+        _wait(f"http://127.0.0.1:{crm_port}/healthz", 30, crm)
+        step("start servers")
+
+        console.rule(f"6. the CRM asks POST /assess (as of {as_of})")
+        sample = list(fleet.vehicles["vehicle_id"][:5]) + ["WVWZZZ1KZ6W999999"]
+        r = httpx.post(f"http://127.0.0.1:{svc_port}/assess", json={"vehicle_ids": sample, "as_of": as_of},
+                       headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        r.raise_for_status()
+        body = r.json()
+        for a in body.get("vehicles", [])[:5]:
+            bands = ", ".join(f"{c} {v['risk']:.2f} ({v['risk_band']})" for c, v in a["components"].items())
+            console.print(f"{a['vehicle_id']}: {bands}")
+        console.print(f"unknown: {body.get('unknown')}")
+        unauth = httpx.post(f"http://127.0.0.1:{svc_port}/assess", json={"vehicle_ids": sample}, timeout=10).status_code
+        console.print(f"without the bearer token: HTTP {unauth}")
+        step("assess")
+
+        console.rule("7. score the fleet, emit work orders, deliver them through the outbox")
+        os.environ["AUTOPDM_CRM_WEBHOOK_URL"] = crm_url
+        os.environ["AUTOPDM_CRM_WEBHOOK_SECRET"] = secret
+        sc = score_fleet(as_of, paths, emit=True, deliver=True)
+        from .outbox import Dispatcher, Outbox
+
+        ob = Outbox.open(paths)
+        with Dispatcher(ob, crm_url, secret, timeout=5.0) as d:
+            d.run(until_empty=True, max_seconds=60)
+        again_sc = score_fleet(as_of, paths, emit=True, deliver=True)  # an equivalent open order is not sent twice
+        received = httpx.get(f"http://127.0.0.1:{crm_port}/stats", timeout=5).json()
+        console.print(f"{sc.scored} vehicles scored, {len(sc.work_orders)} work orders, {sc.enqueued} enqueued; "
+                      f"re-scoring enqueued {again_sc.enqueued} (suppressed {again_sc.suppressed}); "
+                      f"outbox {ob.status()['counts']}; receiver {received}")
+        step("score and deliver")
+
+    report = None
+    with contextlib.suppress(ImportError):
+        from . import monitor
+
+        console.rule("8. drift report (Evidently)")
+        with console.status("drift report"):
+            report = monitor.run_monitor(paths, features=feats)
+        console.print(f"drift: {report.drift} ({len(report.drifted_columns)} of {report.n_columns} columns, "
+                      f"share {report.drift_share:.2f}); report {report.report_path}")
+        step("monitor")
+
+    _summary(console, res, sc, paths, timings)
+    return {"train": res, "score": sc.summary(), "timings": timings, "received": received}
+
+
+def _summary(console: Console, res: dict, sc, paths: Paths, timings: dict) -> None:
+    console.rule("summary")
+    t = Table("component", "model", "promoted", "early-warning recall", "alert precision", "PR-AUC", "Brier",
+              "baseline recall", "work orders")
+    by_comp = pd.Series([wo["component"] for wo in sc.work_orders], dtype=object).value_counts()
+    for c in COMPONENTS:
+        r = res.get(c, {})
+        m = r.get("metrics", {})
+        f = lambda k: f"{m[k]:.2f}" if isinstance(m.get(k), (int, float)) else "–"  # noqa: E731
+        t.add_row(c, f"{r.get('name', '')} v{r.get('version', '')}", str(r.get("promoted", "")),
+                  f("early_warning_recall"), f("alert_precision"), f("pr_auc"), f("brier"),
+                  f("baseline_early_warning_recall"), str(int(by_comp.get(c, 0))))
+    console.print(t)
+    console.print(f"total {sum(timings.values()):.0f} s  ({', '.join(f'{k} {v:.0f} s' for k, v in timings.items())})")
+    console.print("where to look:")
+    console.print(f"  MLflow UI:        mlflow ui --backend-store-uri {paths.tracking_uri}")
+    console.print(f"  CRM receiver db:  {paths.home / 'crm_receiver.sqlite'}  (sqlite3 … 'select * from work_orders')")
+    console.print(f"  outbox:           AUTOPDM_HOME={paths.home} autopdm outbox status")
+    console.print(f"  reports:          {paths.reports}")
+
+
+def fresh_home(base: Paths) -> Paths:
+    home = base.home / "demo"
+    shutil.rmtree(home, ignore_errors=True)
+    return Paths.from_env(home).ensure()
