@@ -162,3 +162,20 @@ def test_dispatcher_killed_mid_delivery_loses_and_duplicates_nothing(home, tmp_p
         assert sorted(got) == sorted(w["work_order_id"] for w in wos)
     finally:
         stop(rec)
+
+
+def test_breaker_stops_hammering_a_down_endpoint(home):
+    ob = Outbox.open(home)
+    ob.enqueue(fake_work_orders(20))
+    calls = []
+
+    def handler(req):
+        calls.append(req.headers["Idempotency-Key"])
+        raise httpx.ConnectError("refused", request=req)
+
+    d = Dispatcher(ob, url="http://crm.invalid/hook", secret=SECRET, backoff_base=5, client=_mock(handler))
+    st = d.run_once()
+    assert st.attempts == Dispatcher.BREAKER == len(calls) and st.delivered == 0
+    assert not ob.claim(100)  # everything else postponed, nothing due
+    assert ob.status()["counts"][PENDING] == 20
+    assert ob.retry() == 20 and len(ob.claim(100)) == 20  # an operator retry makes them due again

@@ -75,15 +75,34 @@ def _read(url: str | None, table: str, storage_options=None, filters=None, colum
 
     if url is None:
         return schemas.empty(table)
+    if table == "dtc_events":
+        return _read_dtc(url, storage_options)
     try:
         df = pd.read_parquet(url, filters=filters, columns=columns, storage_options=_so(url, storage_options))
     except FileNotFoundError:
         return schemas.empty(table)
-    if table == "dtc_events" and "date" in df.columns:  # hive partition key of the dtc dataset
-        df = df.drop(columns=["date"])
     if "vehicle_id" in df.columns:
         df["vehicle_id"] = df["vehicle_id"].astype(str)
     return df
+
+
+def _read_dtc(url: str, storage_options=None) -> pd.DataFrame:
+    """The DTC dataset (hive-partitioned by vehicle_id and date, as the store writes it), from any fsspec URL."""
+    import fsspec
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    from . import schemas
+
+    fs, root = fsspec.core.url_to_fs(str(url), **(_so(url, storage_options) or {}))
+    if not fs.exists(root):
+        return schemas.empty("dtc_events")
+    schema = schemas.TABLES["dtc_events"].append(pa.field("date", pa.string()))
+    dataset = ds.dataset(root, filesystem=fs, format="parquet", partitioning="hive", schema=schema,
+                         exclude_invalid_files=True)
+    df = dataset.to_table(columns=[f.name for f in schemas.TABLES["dtc_events"]]).to_pandas()
+    df["vehicle_id"] = df["vehicle_id"].astype(str)
+    return df.sort_values(["vehicle_id", "ts"], kind="stable").reset_index(drop=True)
 
 
 # ------------------------------------------------------------------------------------------ calendar

@@ -243,6 +243,21 @@ class Outbox:
             con.execute(f"UPDATE outbox SET {sets}, lease_owner=NULL, lease_until=NULL WHERE work_order_id=? AND status=?",
                         (*cols.values(), wid, PENDING))
 
+    def release(self, work_order_ids: list[str]) -> None:
+        """Give back leases of claimed rows that were not attempted."""
+        if not work_order_ids:
+            return
+        with self._con() as con:
+            con.execute(f"UPDATE outbox SET lease_owner=NULL, lease_until=NULL WHERE work_order_id IN "
+                        f"({','.join('?' * len(work_order_ids))}) AND lease_owner=?", (*work_order_ids, _owner()))
+
+    def postpone_due(self, delay_s: float) -> int:
+        """Push every due pending row to now + delay (the endpoint is down; no attempt counted)."""
+        now = time.time()
+        with self._con() as con:
+            return con.execute("UPDATE outbox SET next_attempt_at=? WHERE status=? AND next_attempt_at<=?",
+                               (now + delay_s, PENDING, now)).rowcount
+
     def retry(self, work_order_ids: list[str] | None = None, parked: bool = True) -> int:
         """Make pending rows due now and (by default) put parked rows back in the queue."""
         statuses = [PENDING, PARKED] if parked else [PENDING]
@@ -332,6 +347,8 @@ class Dispatcher:
     """Deliver due outbox rows to the webhook. Settings default to the environment:
     AUTOPDM_CRM_WEBHOOK_URL, AUTOPDM_CRM_WEBHOOK_SECRET."""
 
+    BREAKER = 5
+
     def __init__(self, outbox: Outbox, url: str | None = None, secret: str | None = None, *,
                  timeout: float = 10.0, backoff_base: float = 1.0, backoff_cap: float = 600.0,
                  batch: int = 50, client=None) -> None:
@@ -372,10 +389,12 @@ class Dispatcher:
         }
         attempts = row["attempts"] + 1
         retry_after = None
+        unreachable = False
         try:
             resp = self._client.post(self.url, content=body, headers=headers)
         except httpx.HTTPError as exc:  # connect errors, timeouts, protocol errors
             code, err = None, f"{type(exc).__name__}: {exc}"[:500]
+            unreachable = True
         else:
             code, err = resp.status_code, None
             if 200 <= code < 300:
@@ -393,17 +412,27 @@ class Dispatcher:
             delay = max(delay, min(retry_after, self.backoff_cap))
         self.outbox._finish(wid, attempts=attempts, last_status=code, last_error=err,
                             next_attempt_at=time.time() + delay)
-        return "retry"
+        return "unreachable" if unreachable else "retry"
 
-    def run_once(self) -> DispatchStats:
-        """One pass over the rows that are due now."""
+    def run_once(self, deadline: float | None = None) -> DispatchStats:
+        """One pass over the rows that are due now (until `deadline`, a time.monotonic() value).
+
+        Circuit breaker: after `BREAKER` consecutive failures without an HTTP answer (endpoint
+        down), the pass stops and every other due row is postponed by the same backoff instead
+        of being tried one by one."""
         st = DispatchStats()
         lease = self.timeout * 2 + 5
+        down = 0
         while True:
             rows = self.outbox.claim(self.batch, lease_s=lease)
             if not rows:
                 return st
-            for row in rows:
+            for k, row in enumerate(rows):
+                if (deadline is not None and time.monotonic() >= deadline) or down >= self.BREAKER:
+                    self.outbox.release([r["work_order_id"] for r in rows[k:]])
+                    if down >= self.BREAKER:
+                        self.outbox.postpone_due(backoff_delay(row["attempts"] + 1, self.backoff_base, self.backoff_cap))
+                    return st
                 r = self.deliver_one(row)
                 st.attempts += 1
                 if r == DELIVERED:
@@ -412,6 +441,7 @@ class Dispatcher:
                     st.parked += 1
                 else:
                     st.retried += 1
+                down = down + 1 if r == "unreachable" else 0
 
     def run(self, until_empty: bool = True, max_seconds: float | None = None, poll: float = 1.0,
             stop=None) -> DispatchStats:
@@ -419,7 +449,7 @@ class Dispatcher:
         total = DispatchStats()
         deadline = time.monotonic() + max_seconds if max_seconds else None
         while True:
-            st = self.run_once()
+            st = self.run_once(deadline)
             for k, v in st.as_dict().items():
                 setattr(total, k, getattr(total, k) + v)
             if stop is not None and stop():

@@ -202,10 +202,11 @@ def validate(df: pd.DataFrame, table: str, origin: str = "") -> Validated:
         if col not in df.columns:
             continue
         raw = df[col]
-        unparsed = conformed[col].isna() & raw.notna()
+        unparsed = (conformed[col].isna() & raw.notna()).to_numpy(dtype=bool)
         if unparsed.any():  # stringify only the candidates: astype(str) on a whole column is slow
-            unparsed[unparsed] = raw[unparsed].astype(str).str.strip() != ""
-        new = unparsed & reasons.isna()
+            cand = np.flatnonzero(unparsed)
+            unparsed[cand] = (raw.iloc[cand].astype(str).str.strip() != "").to_numpy()
+        new = pd.Series(unparsed, index=df.index) & reasons.isna()
         if new.any():
             reasons[new] = [f"{col}: cannot parse {v!r}" for v in raw[new].astype(str)]
 

@@ -8,6 +8,7 @@ recommendations that are still open) and makes one delivery pass when a webhook 
 from __future__ import annotations
 
 import os
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -76,5 +77,5 @@ def score_fleet(as_of, paths: Paths | None = None, emit: bool = False, deliver: 
         res.enqueued, res.suppressed = len(er.enqueued), len(er.suppressed)
         if deliver and os.environ.get("AUTOPDM_CRM_WEBHOOK_URL"):
             with Dispatcher(ob, timeout=5.0) as d:
-                res.delivery = d.run_once().as_dict()
+                res.delivery = d.run_once(deadline=time.monotonic() + 60).as_dict()
     return res

@@ -136,7 +136,7 @@ class Autopdm:
             acc = qua = 0
             for table, df in frames.items():
                 try:
-                    r = store.append(df, table, self.paths, origin=f"upload:{batch_id}")
+                    r = store.append(df, table, self.paths, origin=f"upload:{batch_id}", key=batch_id)
                 except SchemaError as exc:
                     raise BadInput(f"{table}: {exc}") from None
                 acc, qua = acc + r.written, qua + r.quarantined

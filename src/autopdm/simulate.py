@@ -327,7 +327,7 @@ def simulate_fleet(n_vehicles: int, days: int, seed: int, climate: str = "mixed"
             if not kept or d - kept[-1] >= 45:
                 kept.append(d)
         svc_days.append(np.array(kept, dtype=np.int64))
-    batt_tested = [d[r_svc.random(len(d)) < 0.4] for d in svc_days]
+    batt_tested = [d[r_svc.random(len(d)) < 0.5] for d in svc_days]  # a load test at half the services
 
     u_ns = r_batt.random((N, D))
     p_ns = 0.03 + 0.25 * np.clip((5.0 - temp) / 15.0, 0, 1)
@@ -385,7 +385,7 @@ def simulate_fleet(n_vehicles: int, days: int, seed: int, climate: str = "mixed"
                                          lambda n: (n + int(min(45, np.ceil(r_svc.lognormal(np.log(8), 0.7)))), "reactive", -1)))
         tire_lives.append(wear.lifecycles(tire_cum[v], init_t[v], svc_days[v], wear.TIRE_INSPECT_FRAC,
                                           lambda n: (n + int(min(120, np.ceil(r_svc.lognormal(np.log(14), 0.8)))), "reactive", -1)))
-    soh = 1.0 - wear.SOH_SPAN * np.vstack([wear.wear_fraction(batt_cum[v], batt_lives[v]) for v in range(N)])
+    soh = wear.soh_from_wear(np.vstack([wear.wear_fraction(batt_cum[v], batt_lives[v]) for v in range(N)]))
 
     # ---- 4. per-trip telemetry --------------------------------------------------------------------------
     report("telemetry: voltages, temperatures, pressures", 5)

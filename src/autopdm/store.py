@@ -8,6 +8,7 @@ single files replaced atomically.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from dataclasses import dataclass
@@ -44,34 +45,46 @@ class AppendResult:
     reasons: list[str]
 
 
-def _append_partitioned(df: pd.DataFrame, table: str, root: Path) -> list[Path]:
+def _part_name(key: str | None, *parts: str) -> str:
+    """A batch written twice (replayed after a crash) lands on the same file name and replaces it."""
+    if key is None:
+        return f"part-{uuid.uuid4().hex}.parquet"
+    return f"part-{hashlib.sha1('/'.join((key, *parts)).encode()).hexdigest()[:24]}.parquet"
+
+
+def _append_partitioned(df: pd.DataFrame, table: str, root: Path, key: str | None = None) -> list[Path]:
     files = []
     if df.empty:
         return files
     day = df["ts"].dt.strftime("%Y-%m-%d")
     for (vin, d), part in df.groupby([df["vehicle_id"], day], sort=True):
-        path = root / f"vehicle_id={vin}" / f"date={d}" / f"part-{uuid.uuid4().hex}.parquet"
+        path = root / f"vehicle_id={vin}" / f"date={d}" / _part_name(key, vin, d)
         atomic_write_parquet(schemas.to_arrow(part.sort_values("ts"), table), path)
         files.append(path)
     return files
 
 
-def write_quarantine(q: pd.DataFrame, paths: Paths, table: str) -> Path | None:
+def write_quarantine(q: pd.DataFrame, paths: Paths, table: str, key: str | None = None) -> Path | None:
     if q.empty:
         return None
-    path = paths.quarantine / table / f"part-{uuid.uuid4().hex}.parquet"
+    path = paths.quarantine / table / _part_name(key)
     return atomic_write_parquet(schemas.to_arrow(q, "quarantine"), path)
 
 
-def append(df: pd.DataFrame, table: str, paths: Paths | None = None, origin: str = "") -> AppendResult:
-    """Validate and append samples or dtc_events; rejected rows go to quarantine with reasons."""
+def append(df: pd.DataFrame, table: str, paths: Paths | None = None, origin: str = "",
+           key: str | None = None) -> AppendResult:
+    """Validate and append samples or dtc_events; rejected rows go to quarantine with reasons.
+
+    key: a stable id of this batch (spool batch ids, upload batch id). Appending the same key
+    again replaces the same files instead of adding copies, so replays are idempotent.
+    """
     if table not in ("samples", "dtc_events"):
         raise schemas.SchemaError(f"append is for samples and dtc_events, not {table!r}")
     paths = paths or Paths.from_env()
     v = schemas.validate(df, table, origin=origin)
-    write_quarantine(v.quarantine, paths, table)
+    write_quarantine(v.quarantine, paths, table, key)
     root = paths.samples if table == "samples" else paths.dtc_events
-    files = _append_partitioned(v.valid, table, root)
+    files = _append_partitioned(v.valid, table, root, key)
     return AppendResult(v.n_valid, v.n_quarantined, files, list(v.quarantine["reason"][:20]))
 
 
@@ -90,7 +103,10 @@ def _read_partitioned(root: Path, table: str, vehicle_ids=None, start=None, end=
         filt = f if filt is None else filt & f
     tbl = dataset.to_table(filter=filt, columns=[f.name for f in schemas.TABLES[table]])
     df = tbl.to_pandas()
-    return df.sort_values(["vehicle_id", "ts"], kind="stable").reset_index(drop=True)
+    # a batch replayed after a crash may have been stored twice: one reading instant is one row
+    keys = ["vehicle_id", "ts", "source"] if table == "samples" else ["vehicle_id", "ts", "code", "status"]
+    df = df.sort_values(["vehicle_id", "ts"], kind="stable").drop_duplicates(keys, keep="last")
+    return df.reset_index(drop=True)
 
 
 def read_samples(paths: Paths | None = None, vehicle_ids=None, start=None, end=None) -> pd.DataFrame:

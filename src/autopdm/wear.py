@@ -11,7 +11,8 @@ service history. Calibration (see ../shared/STACK_NOTES.md, "Domain numbers"):
 - Tires: wear ∝ distance × harshness × under-inflation (tread life −1.8 % per psi under placard) × heat.
   New 8 mm, need at 3 mm (fraction 1), legal 1.6 mm; inspections replace at ≤ 3.5 mm. ~60k km median.
 - Battery: state of health falls with calendar time, faster in heat (doubling per 15 °C of battery
-  temperature), with undercharged days (only short trips) and long parked stretches. Need when SOH
+  temperature), with undercharged days (only short trips) and long parked stretches, with a knee near
+  the end of life (`soh_from_wear`). Need when SOH
   reaches 0.55, where the crank minimum meets the load-test threshold (9.6 V at 20 °C, 9.3 V at 4 °C,
   8.5 V at −18 °C). ~4.5–5 years temperate, ~3 hot, 5+ cold.
 """
@@ -45,8 +46,22 @@ BATT_TEMP = 2.3e-4 / SOH_SPAN    # per day at 20 °C battery temperature (ambien
 BATT_BASE = 0.55e-4 / SOH_SPAN    # temperature-independent ageing per day
 BATT_SHORT = 1.0e-4 / SOH_SPAN   # a day with trips but < 20 min of driving (never recharged)
 BATT_PARK = 0.8e-4 / SOH_SPAN    # a day parked after a week already parked (self-discharge, sulfation)
-BATT_INSPECT_SOH = 0.65          # a load test at a service catches the battery below this
-BATT_INSPECT_FRAC = (1.0 - BATT_INSPECT_SOH) / SOH_SPAN
+BATT_INSPECT_SOH = 0.68          # a load test at a service catches the battery below this
+BATT_KNEE = 0.4                  # share of the fade that comes as a late "knee" (∝ wear⁴)
+
+
+def soh_from_wear(w) -> np.ndarray:
+    """State of health from battery wear: slow linear fade, then a knee near the end (SOH 0.55 at w = 1)."""
+    w = np.clip(np.asarray(w, dtype=float), 0.0, None)
+    return 1.0 - SOH_SPAN * ((1 - BATT_KNEE) * w + BATT_KNEE * w**4)
+
+
+def _wear_at_soh(soh: float) -> float:
+    ws = np.linspace(0, 1.5, 15001)
+    return float(ws[np.searchsorted(-soh_from_wear(ws), -soh)])
+
+
+BATT_INSPECT_FRAC = _wear_at_soh(BATT_INSPECT_SOH)
 
 CRANK_T = np.array([-18.0, 4.0, 20.0])
 CRANK_V = np.array([8.5, 9.3, 9.6])

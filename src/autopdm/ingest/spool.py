@@ -167,10 +167,11 @@ def _store_batches(batches: list[Batch], paths: Paths, origin: str) -> tuple[int
     dtcs = [r for b in batches for r in b.dtc_events]
     written = quarantined = 0
     if samples:
-        r = store.append(rows_frame(samples, "samples"), "samples", paths, origin=origin)
+        key = "|".join(b.batch_id for b in batches)
+        r = store.append(rows_frame(samples, "samples"), "samples", paths, origin=origin, key=key)
         written, quarantined = r.written, r.quarantined
     if dtcs:
-        r = store.append(rows_frame(dtcs, "dtc_events"), "dtc_events", paths, origin=origin)
+        r = store.append(rows_frame(dtcs, "dtc_events"), "dtc_events", paths, origin=origin, key="|".join(b.batch_id for b in batches))
         quarantined += r.quarantined
     return written, quarantined
 

@@ -1,0 +1,126 @@
+"""Features and training at fleet scale with both engines (pandas, Dask LocalCluster).
+
+    .venv/bin/python benchmarks/bench_scale.py                        # 10,000 vehicles x 730 days
+    .venv/bin/python benchmarks/bench_scale.py --vehicles 2000 --days 730 --components brake
+
+Steps, each timed (wall clock) with the process's peak RSS: simulate + write the fleet; features with
+the pandas engine; features with the Dask engine (partitioned by vehicle, same code path) and an
+equality check of the two tables; training of each component with both engines on the same split
+(pandas early-stopped; Dask with the pandas model's best iteration) and their held-out metrics.
+Figures are printed and written to $AUTOPDM_HOME/reports/bench_scale.json. Runs under its own
+AUTOPDM_HOME (default /tmp/autopdm-bench) so it never touches ./var.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+import warnings
+from pathlib import Path
+
+
+def rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # Linux: KiB
+
+
+class Timer:
+    def __init__(self, results: dict, key: str):
+        self.results, self.key = results, key
+
+    def __enter__(self):
+        print(f"-- {self.key} ...", flush=True)
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        dt = time.perf_counter() - self.t0
+        self.results[self.key] = {"seconds": round(dt, 2), "peak_rss_gb": round(rss_gb(), 2)}
+        print(f"   {self.key}: {dt:,.1f} s (peak RSS so far {rss_gb():.1f} GB)", flush=True)
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--vehicles", type=int, default=10_000)
+    ap.add_argument("--days", type=int, default=730)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--vehicles-per-partition", type=int, default=250)
+    ap.add_argument("--components", default="brake,tire,battery")
+    ap.add_argument("--home", default=os.environ.get("AUTOPDM_BENCH_HOME", "/tmp/autopdm-bench"))
+    ap.add_argument("--skip-pandas-features", action="store_true", help="(when it would not fit in memory)")
+    ap.add_argument("--skip-training", action="store_true")
+    a = ap.parse_args(argv)
+
+    warnings.filterwarnings("ignore")
+    os.environ["AUTOPDM_HOME"] = a.home
+    from autopdm.config import Paths, quiet_telemetry
+
+    quiet_telemetry()
+    import pandas as pd
+
+    from autopdm import features_dask, store
+    from autopdm.features import build_features
+    from autopdm.simulate import simulate_fleet, write_fleet
+
+    paths = Paths.from_env(a.home).ensure()
+    R: dict = {"vehicles": a.vehicles, "days": a.days, "workers": a.workers, "cpus": os.cpu_count(), "steps": {}}
+    S = R["steps"]
+    with Timer(S, "simulate"):
+        fleet = simulate_fleet(a.vehicles, a.days, seed=a.seed)
+    R["trips"] = len(fleet.trips)
+    R["service_events"] = len(fleet.service_events)
+    with Timer(S, "write_fleet"):
+        write_fleet(fleet, paths)
+    del fleet
+    R["trips_parquet_mb"] = round(paths.table("trips").stat().st_size / 1e6, 1)
+
+    pdf = None
+    if not a.skip_pandas_features:
+        with Timer(S, "features_pandas"):
+            pdf = build_features(store.read_table("trips", paths), store.read_table("vehicles", paths),
+                                 store.read_table("service_events", paths), store.read_dtc_events(paths))
+        R["feature_rows"], R["feature_columns"] = pdf.shape
+
+    with features_dask.local_client(n_workers=a.workers, processes=True, memory_limit=None) as client:
+        with Timer(S, "features_dask"):
+            ddf = features_dask.run(paths, client=client, vehicles_per_partition=a.vehicles_per_partition)
+        R["feature_rows"], R["feature_columns"] = ddf.shape
+        R["features_parquet_mb"] = round(paths.table("features").stat().st_size / 1e6, 1)
+        if pdf is not None:
+            a_ = pdf.sort_values(["vehicle_id", "date"], kind="stable").reset_index(drop=True)
+            try:
+                pd.testing.assert_frame_equal(a_, ddf)
+                R["features_equal"] = True
+            except AssertionError as exc:
+                R["features_equal"] = False
+                R["features_diff"] = str(exc)[:500]
+            print(f"   dask features == pandas features: {R['features_equal']}")
+            del a_, pdf
+
+        if not a.skip_training:
+            from autopdm import train_dask
+
+            comps = [c for c in a.components.split(",") if c]
+            with Timer(S, "training_both_engines"):
+                cmp = train_dask.compare_engines(ddf, comps, seed=a.seed, client=client)
+            R["training"] = cmp
+            for comp, r in cmp.items():
+                gaps = {k: round(train_dask.relative_gap(r["pandas"][k], r["dask"][k]), 4)
+                        for k in ("pr_auc", "brier", "ew_recall", "roc_auc") if k in r["pandas"] and k in r["dask"]}
+                r["relative_gap"] = gaps
+                print(f"   {comp}: rounds {r['rounds']}; pandas {r['seconds']['pandas']:.1f} s, dask {r['seconds']['dask']:.1f} s; "
+                      + ", ".join(f"{k} {r['pandas'][k]:.4f} vs {r['dask'][k]:.4f} ({gaps[k]:.1%})" for k in gaps))
+
+    out = paths.reports / "bench_scale.json"
+    out.write_text(json.dumps(R, indent=2, default=float))
+    print(json.dumps(R, indent=2, default=float))
+    print(f"written {out}")
+    return R
+
+
+if __name__ == "__main__":  # LocalCluster with processes needs the guard
+    sys.exit(0 if main() else 1)
