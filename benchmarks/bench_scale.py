@@ -42,6 +42,22 @@ class Timer:
         print(f"   {self.key}: {dt:,.1f} s (peak RSS so far {rss_gb():.1f} GB)", flush=True)
 
 
+def _pandas_features(home: str, out: str) -> None:
+    """The pandas engine in its own process, so its peak memory is its own."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from autopdm import store
+    from autopdm.config import Paths
+    from autopdm.features import build_features
+
+    paths = Paths.from_env(home)
+    df = build_features(store.read_table("trips", paths), store.read_table("vehicles", paths),
+                        store.read_table("service_events", paths), store.read_dtc_events(paths))
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), out)
+    Path(home, "features_pandas.json").write_text(json.dumps({"rows": len(df), "peak_rss_gb": round(rss_gb(), 2)}))
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--vehicles", type=int, default=10_000)
@@ -53,6 +69,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--home", default=os.environ.get("AUTOPDM_BENCH_HOME", "/tmp/autopdm-bench"))
     ap.add_argument("--skip-pandas-features", action="store_true", help="(when it would not fit in memory)")
     ap.add_argument("--skip-training", action="store_true")
+    ap.add_argument("--reuse", action="store_true", help="keep the fleet already under --home (skip simulate)")
     a = ap.parse_args(argv)
 
     warnings.filterwarnings("ignore")
@@ -69,21 +86,33 @@ def main(argv=None) -> dict:
     paths = Paths.from_env(a.home).ensure()
     R: dict = {"vehicles": a.vehicles, "days": a.days, "workers": a.workers, "cpus": os.cpu_count(), "steps": {}}
     S = R["steps"]
-    with Timer(S, "simulate"):
-        fleet = simulate_fleet(a.vehicles, a.days, seed=a.seed)
-    R["trips"] = len(fleet.trips)
-    R["service_events"] = len(fleet.service_events)
-    with Timer(S, "write_fleet"):
-        write_fleet(fleet, paths)
-    del fleet
+    if a.reuse and paths.table("trips").exists():
+        print("-- reusing the fleet under", paths.home)
+    else:
+        with Timer(S, "simulate"):
+            fleet = simulate_fleet(a.vehicles, a.days, seed=a.seed)
+        R["trips"] = len(fleet.trips)
+        R["service_events"] = len(fleet.service_events)
+        with Timer(S, "write_fleet"):
+            write_fleet(fleet, paths)
+        del fleet
     R["trips_parquet_mb"] = round(paths.table("trips").stat().st_size / 1e6, 1)
 
     pdf = None
     if not a.skip_pandas_features:
+        import multiprocessing as mp
+
+        out_pd = paths.home / "features_pandas.parquet"
         with Timer(S, "features_pandas"):
-            pdf = build_features(store.read_table("trips", paths), store.read_table("vehicles", paths),
-                                 store.read_table("service_events", paths), store.read_dtc_events(paths))
-        R["feature_rows"], R["feature_columns"] = pdf.shape
+            proc = mp.get_context("spawn").Process(target=_pandas_features, args=(str(paths.home), str(out_pd)))
+            proc.start()
+            proc.join()
+        S["features_pandas"]["exit_code"] = proc.exitcode
+        if proc.exitcode == 0:
+            S["features_pandas"]["peak_rss_gb"] = json.loads((paths.home / "features_pandas.json").read_text())["peak_rss_gb"]
+            pdf = pd.read_parquet(out_pd)
+        else:
+            print(f"   pandas engine failed (exit code {proc.exitcode}; -9 = killed, out of memory)")
 
     with features_dask.local_client(n_workers=a.workers, processes=True, memory_limit=None) as client:
         with Timer(S, "features_dask"):

@@ -81,6 +81,13 @@ def main() -> int:
         print(f"{comp:10s} {m['ew_recall']:9.3f} {m['precision']:9.3f} {m['alert_rate']:9.4f} {m['n_events']:6d} {m['pr_auc']:7.3f}"
               f" {m.get('brier', float('nan')):7.4f} | {b['ew_recall']:8.3f} {b['precision']:9.3f} | {rr['ew_recall']:8.3f}"
               f" {rr['precision']:9.3f} {rr['alert_rate']:9.4f} | {'met' if ok else 'NOT met'} ({r['seconds']:.0f} s)")
+    print("\noperating curve on the test set: alert volume = m × prevalence (model | baseline at the same volume)")
+    for comp, r in res.items():
+        if comp.startswith("_"):
+            continue
+        out["components"][comp]["operating_curve"] = r["operating_curve"]
+        print(f"{comp:10s} " + "  ".join(f"x{c['x_prevalence']:g}: {c['ew_recall']:.2f}@{c['precision']:.2f} | "
+                                         f"{c['baseline_ew_recall']:.2f}@{c['baseline_precision']:.2f}" for c in r["operating_curve"]))
     paths.reports.mkdir(parents=True, exist_ok=True)
     (paths.reports / "bench_train.json").write_text(json.dumps(out, indent=2, default=float))
     if tmp is not None:

@@ -190,6 +190,18 @@ def test_predict_matches_in_process(server, fleet):
     bad = httpx.post(url + "/predict", json={"rows": [{list(champs["brake"].feature_names)[0]: "high"}]},
                      headers=_h(), timeout=10)
     assert bad.status_code == 400 and champs["brake"].feature_names[0] in bad.text
+    # compact rows: arrays in /model_info feature_order, mixed with object rows in one request
+    info = httpx.post(url + "/model_info", json={}, headers=_h(), timeout=10).json()
+    order = info["feature_order"]
+    assert {c: v["version"] for c, v in info["components"].items()} == {c: str(m.version) for c, m in champs.items()}
+    arrays = json.loads(rows[order].astype(float).to_json(orient="values", double_precision=15))
+    mixed = arrays[:25] + records[25:]
+    r = httpx.post(url + "/predict", json={"rows": mixed}, headers=_h(), timeout=30)
+    assert r.status_code == 200, r.text
+    for comp, ch in champs.items():
+        np.testing.assert_allclose([g[comp] for g in r.json()], ch.predict(rows), atol=1e-5)
+    short = httpx.post(url + "/predict", json={"rows": [[1.0, 2.0]]}, headers=_h(), timeout=10)
+    assert short.status_code == 400 and "feature_order" in short.text
 
 
 def test_telemetry_idempotent_per_batch(server, fleet):
@@ -263,42 +275,50 @@ def test_fuzz_malformed_bodies_never_500(server):
 
 # -- batch scoring → outbox → receiver ---------------------------------------------------------
 
-def test_score_emit_with_receiver_down_then_up_delivers_each_once(fleet_home, fleet, tmp_path):
-    _, feats, _ = fleet
+def test_score_emit_with_receiver_down_then_up_delivers_each_once(fleet_home, fleet, tmp_path, monkeypatch):
+    from autopdm.score import score_fleet
+
+    p, feats, _ = fleet
     port = free_port()
-    env = env_for(fleet_home, AUTOPDM_CRM_WEBHOOK_URL=f"http://127.0.0.1:{port}/work-orders",
-                  AUTOPDM_OUTBOX_BACKOFF_BASE_S="0.2", AUTOPDM_OUTBOX_BACKOFF_CAP_S="1")
+    extra = dict(AUTOPDM_CRM_WEBHOOK_URL=f"http://127.0.0.1:{port}/work-orders", AUTOPDM_OUTBOX_BACKOFF_BASE_S="0.2",
+                 AUTOPDM_OUTBOX_BACKOFF_CAP_S="1")
+    env = env_for(fleet_home, **extra)
+    for k in ("AUTOPDM_CRM_WEBHOOK_URL", "AUTOPDM_CRM_WEBHOOK_SECRET", "AUTOPDM_OUTBOX_BACKOFF_BASE_S", "AUTOPDM_OUTBOX_BACKOFF_CAP_S"):
+        monkeypatch.setenv(k, env[k])
     last = feats["date"].max()
-    days = [str((last - pd.Timedelta(days=k)).date()) for k in (40, 20, 0)]
-    emitted = 0
+    days = [(last - pd.Timedelta(days=k)).date() for k in range(90, -1, -6)]
+    emitted = n_wo = 0
     for d in days:  # receiver down: every delivery attempt fails, nothing is lost
-        r = subprocess.run([AUTOPDM, "score", "--as-of", d, "--emit", "--json"], env=env, capture_output=True,
-                           text=True, timeout=120)
-        assert r.returncode == 0, r.stderr[-2000:]
-        s = json.loads(r.stdout)
-        assert s["scored"] > 0 and s["enqueued"] + s["suppressed"] == s["n_work_orders"]
-        emitted += s["enqueued"]
-    ob = Outbox.open(Paths.from_env(fleet_home))
+        res = score_fleet(d, p, emit=True)
+        assert res.scored > 0 and res.enqueued + res.suppressed == len(res.work_orders)
+        emitted += res.enqueued
+        n_wo += len(res.work_orders)
+    ob = Outbox.open(p)
     rows = ob.rows()
-    assert emitted == len(rows) > 0
-    assert all(r["status"] == "pending" for r in rows) and any(r["attempts"] >= 1 for r in rows)
+    assert emitted == len(rows) > 0, f"no work orders in {len(days)} days"
+    # closed = a later service event of that component already happened (history is replayed)
+    assert {r["status"] for r in rows} <= {"pending", "closed"} and any(r["attempts"] >= 1 for r in rows)
+    to_deliver = sum(r["status"] == "pending" for r in rows)
+    assert to_deliver > 0
     for r in rows:  # the exact payload contract
         wo = json.loads(r["body"])
         assert set(wo) == {"work_order_id", "vehicle_id", "customer_id", "channel", "component", "risk", "risk_band",
                            "recommended_window", "recommended_action", "evidence", "model", "created_at"}
         assert wo["work_order_id"] == r["work_order_id"] and set(wo["model"]) == {"name", "version"}
-    # the same day again: everything suppressed (still open)
-    r = subprocess.run([AUTOPDM, "score", "--as-of", days[-1], "--emit", "--json", "--no-deliver"], env=env,
+    # the last day again, through the CLI: nothing new while the recommendations are open
+    r = subprocess.run([AUTOPDM, "score", "--as-of", str(days[-1]), "--emit", "--json", "--no-deliver"], env=env,
                        capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads(r.stdout)["enqueued"] == 0
 
     rec = start_receiver(fleet_home, port, tmp_path / "receiver.log")
     try:
         r = subprocess.run([AUTOPDM, "outbox", "retry"], env=env, capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr
-        assert {x["status"] for x in ob.rows()} == {DELIVERED}
-        assert receiver_stats(port) == {"work_orders": emitted, "deliveries": emitted, "duplicates": 0, "rejected": 0}
+        assert {x["status"] for x in ob.rows()} <= {DELIVERED, "closed"}
+        n = to_deliver
+        assert receiver_stats(port) == {"work_orders": n, "deliveries": n, "duplicates": 0, "rejected": 0}
         st = subprocess.run([AUTOPDM, "outbox", "status", "--json"], env=env, capture_output=True, text=True, timeout=60)
-        assert json.loads(st.stdout)["counts"]["delivered"] == emitted
+        assert json.loads(st.stdout)["counts"]["delivered"] == n
     finally:
         stop(rec)

@@ -317,3 +317,24 @@ Trained and evaluated on the data in this installation (simulated unless real se
 imported). Need events are workshop replace/repair records: a part replaced early at an inspection
 counts as a need on its replacement day.
 """
+
+
+CURVE_MULTIPLIERS = (0.5, 1.0, 1.5, 2.0, 3.0)
+
+
+def operating_curve(rows: pd.DataFrame, risk: np.ndarray, baseline_score: np.ndarray, component: str,
+                    multipliers=CURVE_MULTIPLIERS) -> list[dict]:
+    """Early-warning recall and precision of the model and the baseline at alert volumes of
+    m × prevalence (the top-k rows by risk / by baseline score), for m in `multipliers`."""
+    from .baselines import at_volume
+
+    y = rows[f"label_{component}"].to_numpy() == 1
+    n = len(rows)
+    out = []
+    for mult in multipliers:
+        k = int(round(mult * float(y.mean()) * n)) if n else 0
+        am = alert_metrics(rows, at_volume(risk, k), component)
+        bm = alert_metrics(rows, at_volume(baseline_score, k), component)
+        out.append({"x_prevalence": mult, "alert_rate": k / max(n, 1), "ew_recall": am["ew_recall"], "precision": am["precision"],
+                    "baseline_ew_recall": bm["ew_recall"], "baseline_precision": bm["precision"]})
+    return out

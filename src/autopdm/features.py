@@ -51,6 +51,8 @@ CATEGORICAL = ["segment_code"]
 SHORT_TRIP_KM = 5.0
 COLD_C = 0.0
 HOT_C = 25.0
+COLD_ENGINE_DELTA_C = 15.0
+OVERNIGHT_H = (6.0, 24.0)
 # battery voltages below ~12.4 V at rest read as < 75 % charge (STACK_NOTES)
 BATTERY_DTC = ("P0560", "P0561", "P0562", "P0563", "P0620", "P0621", "P0622", "P0A94")
 _NO = -(10**9)
@@ -231,6 +233,21 @@ def _prep_trips(trips: pd.DataFrame, vehicles: pd.DataFrame) -> pd.DataFrame:
     out["hot_km"] = np.where(amb > HOT_C, dist, 0.0)
     out["tire_kpa"] = col("tire_pressure_min_kpa")
     out["odometer"] = col("odometer_end_km")
+    # battery readings taken in comparable conditions: a cold start (coolant within 15 °C of ambient:
+    # a warm engine cranks easier) and an overnight park (6-24 h since the previous trip ended: rest
+    # voltage sags with parking time and reads high right after driving)
+    coolant = col("start_coolant_temp_c")
+    cold = (coolant - amb) < COLD_ENGINE_DELTA_C
+    out["crank_margin_cold"] = np.where(cold, out["crank_margin"], np.nan)
+    start = pd.to_datetime(t["start_ts"], utc=True).to_numpy("datetime64[ms]").astype("int64") / 3.6e6
+    end = pd.to_datetime(t["end_ts"], utc=True).to_numpy("datetime64[ms]").astype("int64") / 3.6e6
+    order = np.lexsort((start, out["vehicle_id"].to_numpy()))
+    vs, ss, es = out["vehicle_id"].to_numpy()[order], start[order], end[order]
+    gap = np.full(len(t), np.nan)
+    gap_sorted = np.where(np.r_[False, vs[1:] == vs[:-1]], ss - np.r_[np.nan, es[:-1]], np.nan)
+    gap[order] = gap_sorted
+    overnight = (gap >= OVERNIGHT_H[0]) & (gap <= OVERNIGHT_H[1])
+    out["rest_v_overnight"] = np.where(overnight, out["rest_v"], np.nan)
     return out
 
 
@@ -270,7 +287,8 @@ def _build_pandas(
     S = {c: g.sum(flat, tr[c].to_numpy()) for c in
          ("one", "distance_km", "duration_s", "idle_s", "short", "brake_energy", "brake_work_mj", "harsh_brake",
           "harsh_accel", "hot_km")}
-    for c in ("rest_v", "crank_v", "crank_margin", "charge_v", "ambient", "cold_start", "tire_kpa"):
+    for c in ("rest_v", "crank_v", "crank_margin", "charge_v", "ambient", "cold_start", "tire_kpa",
+              "crank_margin_cold", "rest_v_overnight"):
         S[c] = g.sum(flat, tr[c].to_numpy())
         S["n_" + c] = g.count(flat, tr[c].to_numpy())
     C = {k: _cum(v) for k, v in S.items()}
@@ -292,7 +310,8 @@ def _build_pandas(
         for c, name in (("rest_v", "rest_voltage_v"), ("crank_v", "crank_min_voltage_v_mean"),
                         ("crank_margin", "crank_margin_v"), ("charge_v", "charge_voltage_v"),
                         ("ambient", "ambient_temp_c"), ("cold_start", "cold_start_share"),
-                        ("tire_kpa", "tire_pressure_min_kpa")):
+                        ("tire_kpa", "tire_pressure_min_kpa"), ("crank_margin_cold", "crank_margin_cold_v"),
+                        ("rest_v_overnight", "rest_voltage_overnight_v")):
             F[f"{name}_{w}d"] = _div(R[c], R["n_" + c])
         F[f"telemetry_days_{w}d"] = _roll(_cum((S["one"] > 0).astype(float)), w)
 
@@ -301,6 +320,7 @@ def _build_pandas(
         "rest_v": ("rest_voltage_v_min", "min"), "crank_v": ("crank_min_voltage_v", "min"),
         "crank_margin": ("crank_margin_v_min", "min"), "ambient": ("ambient_temp_c_min", "min"),
         "tire_kpa": ("tire_pressure_min_kpa_min", "min"), "max_decel": ("max_decel_mps2_max", "max"),
+        "crank_margin_cold": ("crank_margin_cold_v_min", "min"), "rest_v_overnight": ("rest_voltage_overnight_v_min", "min"),
     }
     for c, (name, how) in ext.items():
         daily = g.reduce(flat, tr[c].to_numpy(), how)
@@ -309,10 +329,18 @@ def _build_pandas(
 
     # trends: slope per day over 30 days, and 7-day level minus 90-day level
     for c, name in (("rest_v", "rest_voltage_v"), ("crank_v", "crank_min_voltage_v"), ("charge_v", "charge_voltage_v"),
-                    ("tire_kpa", "tire_pressure_min_kpa")):
+                    ("tire_kpa", "tire_pressure_min_kpa"), ("crank_margin_cold", "crank_margin_cold_v"),
+                    ("rest_v_overnight", "rest_voltage_overnight_v")):
         F[f"{name}_slope_30d"] = _slope(S[c], S["n_" + c], 30)
-    for name in ("rest_voltage_v", "crank_margin_v", "tire_pressure_min_kpa", "charge_voltage_v"):
+        F[f"{name}_slope_90d"] = _slope(S[c], S["n_" + c], 90)
+    for name in ("rest_voltage_v", "crank_margin_v", "tire_pressure_min_kpa", "charge_voltage_v", "crank_margin_cold_v",
+                 "rest_voltage_overnight_v"):
         F[f"{name}_delta_7_90"] = F[f"{name}_7d"] - F[f"{name}_90d"]
+
+    # the battery's distance to the load-test limit at its current trend (days; capped, NaN when not falling)
+    m30, sl = F["crank_margin_cold_v_30d"], F["crank_margin_cold_v_slope_90d"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        F["crank_margin_days_to_zero"] = np.where(sl < 0, np.clip(m30 / -sl, -365, 3650), np.nan)
 
     # telemetry coverage
     tidx = np.broadcast_to(np.arange(T), (V, T))

@@ -12,8 +12,8 @@ provided every partition uses the same calendar. So:
    row-group statistics skip the rest; a directory hive-partitioned by a vehicle bucket works the same
    way) and runs the pandas engine (``features.ENGINES["pandas"]``, the function ``build_features`` calls)
    with that calendar;
-3. the blocks are concatenated (or written in parallel as a Parquet dataset) and ``segment`` is turned
-   back into one categorical over the whole fleet.
+3. the blocks are concatenated (or written in parallel as a Parquet dataset) and ``segment`` gets the
+   pandas engine's dtype back.
 
 The small tables (vehicles, service events, DTC events) are read once on the client and split per block.
 Inputs and output may be any fsspec URL (``s3://``, ``gs://``, ``abfs://``, ``memory://``, local paths),
@@ -182,8 +182,11 @@ def finish(df: pd.DataFrame) -> pd.DataFrame:
     """Row order and the ``segment`` categorical as the pandas engine produces them."""
     df = df.sort_values(["vehicle_id", "date"], kind="stable").reset_index(drop=True)
     df["vehicle_id"] = df["vehicle_id"].astype(object)  # dask turns object columns into pyarrow strings
-    if "segment" in df.columns:
-        df["segment"] = pd.Categorical(df["segment"].astype("string").to_numpy())
+    from .features import CATEGORICAL
+
+    if "segment" in df.columns:  # a string column in the pandas engine (a categorical in older versions)
+        seg = df["segment"].astype("string")
+        df["segment"] = pd.Categorical(seg.to_numpy()) if "segment" in CATEGORICAL else seg
     return df
 
 

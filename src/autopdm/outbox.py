@@ -182,9 +182,9 @@ class Outbox:
         with self._con() as con:
             return con.execute(q, args).rowcount
 
-    def close_serviced(self, service_events) -> int:
-        """Close open recommendations followed by a service event of the same component.
-        `service_events`: DataFrame with vehicle_id, component, date."""
+    def close_serviced(self, service_events, as_of: date | str | None = None) -> int:
+        """Close open recommendations followed by a service event of the same component (dated on
+        or before `as_of` when given). `service_events`: DataFrame with vehicle_id, component, date."""
         n = 0
         if service_events is None or len(service_events) == 0:
             return 0
@@ -196,6 +196,8 @@ class Outbox:
             return 0
         ev = service_events[["vehicle_id", "component", "date"]].copy()
         ev["date"] = ev["date"].astype(str).str[:10]
+        if as_of is not None:
+            ev = ev[ev["date"] <= str(as_of)[:10]]
         last = ev.groupby(["vehicle_id", "component"])["date"].max().to_dict()
         for vin, comp, _ in open_rows:
             d = last.get((vin, comp))

@@ -142,6 +142,16 @@ def model_outputs(champ, X: pd.DataFrame, contrib_mask: np.ndarray | None) -> tu
     return risk, contrib
 
 
+def risk_from_matrix(champ, M: np.ndarray) -> np.ndarray:
+    """Calibrated risk from a float matrix in the champion's feature order."""
+    booster = getattr(champ, "booster", None)
+    if booster is not None and hasattr(champ, "calibration"):
+        from .champion import apply_calibration
+
+        return np.asarray(apply_calibration(champ.calibration, booster.predict(M, raw_score=True, num_threads=_threads(len(M)))))
+    return np.asarray(champ.predict(pd.DataFrame(M, columns=list(champ.feature_names))), dtype=float)
+
+
 def score_rows(rows: pd.DataFrame, champions: Mapping, with_evidence: str = "all") -> list[dict]:
     """The part of an assessment that depends only on the feature row: per component risk,
     threshold, evidence and model. `with_evidence`: "all" | "alerts" (contributions only for

@@ -72,7 +72,7 @@ def score_fleet(as_of, paths: Paths | None = None, emit: bool = False, deliver: 
         from .outbox import Dispatcher, Outbox
 
         ob = Outbox.open(paths)
-        res.closed = ob.close_serviced(store.read_table("service_events", paths))
+        res.closed = ob.close_serviced(store.read_table("service_events", paths), as_of)
         er = ob.enqueue(res.work_orders, as_of=as_of)
         res.enqueued, res.suppressed = len(er.enqueued), len(er.suppressed)
         if deliver and os.environ.get("AUTOPDM_CRM_WEBHOOK_URL"):

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from datetime import date
 
 import bentoml
+import numpy as np
 import pandas as pd
 from bentoml.exceptions import BadInput, ServiceUnavailable
 from starlette.responses import JSONResponse
@@ -31,7 +33,9 @@ REQUIRED = {"samples": ("vehicle_id", "ts", "source"), "dtc_events": ("vehicle_i
     name="autopdm",
     workers=int(os.environ.get("AUTOPDM_SERVICE_WORKERS", "1")),
     traffic={"timeout": 60, "concurrency": 256},
-    logging={"access": {"enabled": os.environ.get("AUTOPDM_ACCESS_LOG", "1") != "0"}},
+    # the per-request access log costs ~0.7 ms a call (more than a cached /assess); /metrics has
+    # per-endpoint counts and latencies. AUTOPDM_ACCESS_LOG=1 turns it on.
+    logging={"access": {"enabled": os.environ.get("AUTOPDM_ACCESS_LOG", "0") == "1"}},
     # spans cost ~0.4 ms a request and nothing exports them unless tracing is configured
     tracing={"excluded_urls": [] if os.environ.get("AUTOPDM_TRACING") == "1" else ["/assess", "/predict"]},
 )
@@ -59,7 +63,12 @@ class Autopdm:
             cols = sorted({f for c in champions.values() for f in c.feature_names})
             self.features = FeatureIndex(self.paths, cols)
             set_model_features(cols)
+            self._feature_order = cols
+            self._feature_idx = {c: np.array([cols.index(f) for f in m.feature_names]) for c, m in champions.items()}
             self.champions = champions
+            self._cache.clear()
+            self._cache_gen = self.features.generation
+            threading.Thread(target=self._prewarm, name="autopdm-prewarm", daemon=True).start()
             log.info("loaded %s", {c: f"{m.name} v{m.version}" for c, m in champions.items()})
             return True
         except Exception as exc:  # not ready until the models exist; /readyz says so
@@ -79,8 +88,43 @@ class Autopdm:
     async def assess(self, vehicle_ids: VehicleIds, as_of: IsoDate | None = None) -> dict:
         """Risk, band, recommended window, action and evidence per vehicle and component."""
         self._require_models()
+        res = self._assess_cached(vehicle_ids, as_of)  # all vehicle-days scored before: no thread hop
+        if res is None:
+            res = await self._assess_batcher.submit((vehicle_ids, as_of))
         # pre-serialised: skips BentoML building a pydantic serialiser for `dict` on every call
-        return JSONResponse(await self._assess_batcher.submit((vehicle_ids, as_of)))
+        return JSONResponse(res)
+
+    def _assess_cached(self, vehicle_ids: list[str], as_of: str | None) -> dict | None:
+        fx = self.features
+        if fx.refresh_due() or fx.generation != self._cache_gen:
+            return None
+        day = date.fromisoformat(as_of) if as_of else (fx.max_date or date.today())
+        rows, unknown, no_data = fx.rows(vehicle_ids, day, refresh=False)
+        out = []
+        for vin, d in zip(rows["vehicle_id"].astype(str), rows["date"]):
+            hit = self._cache.get((vin, d))
+            if hit is None:
+                return None
+            out.append({"vehicle_id": vin, "feature_date": d.date().isoformat(), **fx.contact(vin),
+                        "components": recommend.finalize(vin, hit, day)})
+        return {"as_of": day.isoformat(), "vehicles": out, "unknown": unknown, "no_data": no_data}
+
+    def _prewarm(self) -> None:
+        """Score every vehicle's latest feature row in the background, so that the usual call
+        (latest day) is answered from the cache from the start."""
+        try:
+            fx = self.features
+            gen = fx.generation
+            last = fx.frame.groupby("vehicle_id", sort=False).tail(1)
+            for i in range(0, len(last), 256):
+                part = last.iloc[i:i + 256]
+                if fx.generation != gen:
+                    return
+                scored = recommend.score_rows(part, self.champions)
+                self._cache.put_many(zip(zip(part["vehicle_id"].astype(str), part["date"]), scored))
+            log.info("pre-scored %d vehicles", len(last))
+        except Exception:  # best effort: requests compute what is missing
+            log.exception("pre-scoring failed")
 
     def _assess_many(self, requests: list[tuple[list[str], str | None]]) -> list[dict]:
         """One model pass for all concurrent /assess requests (serving.MicroBatcher); rows already
@@ -116,11 +160,31 @@ class Autopdm:
 
     @bentoml.api(batchable=True, max_batch_size=20_000, max_latency_ms=10_000)
     def predict(self, rows: FeatureRows) -> list[dict]:
-        """Feature rows → {component: calibrated probability of need within 15 days} per row."""
+        """Feature rows → {component: calibrated probability of need within 15 days} per row.
+        A row is an object {feature: value} (extra keys ignored, missing → null), or — compact and
+        faster — an array of values in the order of /model_info `feature_order`."""
         self._require_models()
-        X = pd.DataFrame.from_records(rows)
-        risks = {c: recommend.model_outputs(m, X, None)[0] for c, m in self.champions.items()}
-        return [{c: round(float(r[i]), 6) for c, r in risks.items()} for i in range(len(X))]
+        order = self._feature_order
+        M = np.full((len(rows), len(order)), np.nan)
+        arr = [i for i, r in enumerate(rows) if isinstance(r, list)]
+        obj = [i for i, r in enumerate(rows) if not isinstance(r, list)]
+        if arr:
+            M[arr] = np.array([rows[i] for i in arr], dtype=np.float64)
+        if obj:
+            X = pd.DataFrame.from_records([rows[i] for i in obj]).reindex(columns=order)
+            M[obj] = X.apply(pd.to_numeric, errors="coerce").to_numpy(np.float64) if (X.dtypes == object).any() \
+                else X.to_numpy(np.float64)
+        risks = {c: recommend.risk_from_matrix(m, M[:, self._feature_idx[c]]) for c, m in self.champions.items()}
+        return [{c: round(float(r[i]), 6) for c, r in risks.items()} for i in range(len(M))]
+
+    @bentoml.api
+    def model_info(self) -> dict:
+        """The loaded champion models: name, version, threshold, features; and `feature_order`,
+        the column order of compact /predict rows."""
+        self._require_models()
+        return {"components": {c: {"name": m.name, "version": str(m.version), "threshold": float(m.threshold),
+                                   "feature_names": list(m.feature_names)} for c, m in self.champions.items()},
+                "feature_order": list(self._feature_order)}
 
     @bentoml.api
     def telemetry(self, batch_id: BatchId, samples: Records = [], dtc_events: Records = []) -> dict:  # noqa: B006

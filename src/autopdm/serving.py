@@ -127,11 +127,20 @@ VehicleIds = Annotated[list[Annotated[str, StringConstraints(min_length=1, max_l
 Scalar = Union[float, str, None]  # ints and booleans arrive as floats; a short union keeps validation fast
 _CATEGORICAL = frozenset(CATEGORICAL)
 NUMERIC_FEATURES: set[str] = set()  # filled by the service once the models are loaded
+FEATURE_ORDER: list[str] = []       # the column order of compact (array) rows
 
 
 def set_model_features(names) -> None:
     NUMERIC_FEATURES.clear()
     NUMERIC_FEATURES.update(set(names) - _CATEGORICAL)
+    FEATURE_ORDER[:] = list(names)
+
+
+def _check_array_row(row: list) -> list:
+    if FEATURE_ORDER and len(row) != len(FEATURE_ORDER):
+        raise ValueError(f"an array row needs {len(FEATURE_ORDER)} values in the order of /model_info "
+                         f"feature_order, got {len(row)}")
+    return row
 
 
 def _check_row(row: dict) -> dict:
@@ -143,7 +152,8 @@ def _check_row(row: dict) -> dict:
     return row
 
 
-FeatureRow = Annotated[dict[str, Scalar], AfterValidator(_check_row)]
+FeatureRow = Union[Annotated[dict[str, Scalar], AfterValidator(_check_row)],
+                   Annotated[list[Optional[float]], AfterValidator(_check_array_row)]]
 FeatureRows = Annotated[list[FeatureRow], Field(min_length=1, max_length=10_000)]
 Record = Annotated[dict[Annotated[str, StringConstraints(max_length=100)], Scalar], Field(max_length=100)]
 BatchId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")]
@@ -171,6 +181,9 @@ class FeatureIndex:
         self.generation = 0
         self.max_date: date | None = None
         self.refresh(force=True)
+
+    def refresh_due(self) -> bool:
+        return time.monotonic() - self._checked >= self.check_every_s
 
     def refresh(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -210,10 +223,11 @@ class FeatureIndex:
         """customer_id and preferred channel: the only customer data this system holds."""
         return self._contacts.get(vehicle_id, {"customer_id": None, "channel": None})
 
-    def rows(self, vehicle_ids: list[str], as_of: date) -> tuple[pd.DataFrame, list[str], list[str]]:
+    def rows(self, vehicle_ids: list[str], as_of: date, refresh: bool = True) -> tuple[pd.DataFrame, list[str], list[str]]:
         """Latest row on or before `as_of` per vehicle; plus unknown vehicles and known vehicles
         without a feature row by then."""
-        self.refresh()
+        if refresh:
+            self.refresh()
         t = np.datetime64(pd.Timestamp(as_of).normalize().to_datetime64())
         take, unknown, no_data = [], [], []
         for v in dict.fromkeys(vehicle_ids):
@@ -239,24 +253,28 @@ class LRU:
 
         self.size = size
         self._d: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
 
     def get(self, k, default=None):
-        v = self._d.get(k, default)
-        if k in self._d:
-            self._d.move_to_end(k)
-        return v
+        with self._lock:
+            v = self._d.get(k, default)
+            if v is not default:
+                self._d.move_to_end(k)
+            return v
 
     def put_many(self, items) -> None:
         if self.size <= 0:
             return
-        for k, v in items:
-            self._d[k] = v
-            self._d.move_to_end(k)
-            if len(self._d) > self.size:
-                self._d.popitem(last=False)
+        with self._lock:
+            for k, v in items:
+                self._d[k] = v
+                self._d.move_to_end(k)
+                if len(self._d) > self.size:
+                    self._d.popitem(last=False)
 
     def clear(self) -> None:
-        self._d.clear()
+        with self._lock:
+            self._d.clear()
 
     def __len__(self) -> int:
         return len(self._d)
