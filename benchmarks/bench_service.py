@@ -195,6 +195,8 @@ def main() -> int:
 
         info = httpx.post(base + "/model_info", json={}, headers=headers, timeout=30).json()
         assert info["feature_order"] == names, "feature order differs from the service's"
+        # the adaptive batcher trains its latency model on the first requests: not part of the figures
+        asyncio.run(run_clients(base + "/predict", bodies, headers, 4, 60))
         for label, pool in (("predict", bodies), ("predict_compact", compact)):
             for conc in (1, 20):
                 n_req = max(len(pool), 2 * conc) * (2 if conc == 1 else 4)

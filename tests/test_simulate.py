@@ -206,3 +206,13 @@ def test_write_fleet_keeps_recorded_trips(home, raw_fleet):
     write_fleet(raw_fleet, home)
     out = store.read_table("trips", home)
     assert (out["source"] == "csv").sum() == 3 and (out["source"] == "sim").sum() == len(raw_fleet.trips)
+
+
+def test_fuel_level_stays_in_range_on_very_long_trips():
+    # a 2,000 km day once drove the tank to −200 % and every reading went to quarantine
+    from autopdm.simulate import fuel_level
+
+    km = np.linspace(0, 2000, 4001)
+    f = fuel_level(np.full_like(km, 60.0), km)
+    assert f.min() >= 5.0 and f.max() <= 100.0
+    assert f[0] == pytest.approx(60.0) and f[10] < f[0]  # it falls as the car drives

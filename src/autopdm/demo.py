@@ -32,7 +32,7 @@ class DemoConfig:
     vehicles: int = 400
     days: int = 730
     seed: int = 7
-    raw_vehicles: int = 2
+    raw_vehicles: int = 1
     start: str = "2025-01-01"
 
 
@@ -98,8 +98,9 @@ def run(cfg: DemoConfig, paths: Paths, console: Console) -> dict:
     sim = fleet.trips[fleet.trips["vehicle_id"].isin(raw["vehicle_id"].unique())]
     same = sim.merge(again, on="trip_id", suffixes=("_sim", "_raw"))
     err = (same["distance_km_sim"] - same["distance_km_raw"]).abs().max() if len(same) else float("nan")
+    quarantined = len(store.read_quarantine(paths))
     console.print(f"{len(again):,} trips re-summarised from {len(raw):,} samples; {len(same):,} of {len(sim):,} "
-                  f"simulated trip ids reproduced, max distance difference {err:.4f} km")
+                  f"simulated trip ids reproduced, max distance difference {err:.4f} km; {quarantined} readings quarantined")
     step("trips")
 
     console.rule("3. daily point-in-time features and labels")
@@ -185,8 +186,8 @@ def _summary(console: Console, res: dict, sc, paths: Paths, timings: dict) -> No
         m = r.get("metrics", {})
         f = lambda k: f"{m[k]:.2f}" if isinstance(m.get(k), (int, float)) else "–"  # noqa: E731
         t.add_row(c, f"{r.get('name', '')} v{r.get('version', '')}", str(r.get("promoted", "")),
-                  f("early_warning_recall"), f("alert_precision"), f("pr_auc"), f("brier"),
-                  f("baseline_early_warning_recall"), str(int(by_comp.get(c, 0))))
+                  f("ew_recall"), f("precision"), f("pr_auc"), f("brier"),
+                  f("baseline_ew_recall"), str(int(by_comp.get(c, 0))))
     console.print(t)
     console.print(f"total {sum(timings.values()):.0f} s  ({', '.join(f'{k} {v:.0f} s' for k, v in timings.items())})")
     console.print("where to look:")

@@ -190,12 +190,24 @@ def finish(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+def _build_shuffled(trips: pd.DataFrame, vehicles: pd.DataFrame, service_events: pd.DataFrame,
+                    dtc_events: pd.DataFrame | None, cal: Calendar) -> pd.DataFrame:
+    """One shuffled partition: all trips of the vehicles it holds; their other rows picked here."""
+    trips = trips.drop(columns=["_bucket"])
+    ids = pd.unique(trips["vehicle_id"].astype(str))
+    pick = lambda df: df[df["vehicle_id"].astype(str).isin(ids)] if df is not None and len(df) else df  # noqa: E731
+    return build_partition(trips, pick(vehicles), pick(service_events), pick(dtc_events), cal)
+
+
 def features_dask(src: Sources, *, vehicles_per_partition: int = DEFAULT_VEHICLES_PER_PARTITION,
                   storage_options: dict | None = None, client=None, day_end: int | None = None):
-    """Lazy Dask DataFrame of the features table, one partition per block of vehicles.
+    """Lazy Dask DataFrame of the features table, partitioned by vehicle.
 
-    Uses ``client`` (a ``distributed.Client``) for the calendar pass when given, else the default scheduler.
-    ``segment`` is object-typed in the partitions; :func:`finish` restores the fleet-wide categorical.
+    The trips are read with ``dask.dataframe.read_parquet`` (any fsspec URL) and shuffled on a hash of the
+    VIN into ``ceil(vehicles / vehicles_per_partition)`` partitions, so every partition holds all trips of
+    its vehicles; each partition then runs the pandas engine with the fleet calendar. The small tables
+    (vehicles, service events, DTC events) go to the workers once. ``segment`` is object-typed in the
+    partitions; :func:`finish` restores the pandas engine's dtype.
     """
     import dask
     import dask.dataframe as dd
@@ -204,17 +216,25 @@ def features_dask(src: Sources, *, vehicles_per_partition: int = DEFAULT_VEHICLE
     service = _read(src.service_events, "service_events", storage_options)
     dtc = _read(src.dtc_events, "dtc_events", storage_options) if src.dtc_events else None
     cal = fleet_calendar(_trip_end_days(src, storage_options, client), service, day_end)
-    blocks = vehicle_blocks(vehicles["vehicle_id"], vehicles_per_partition)
-    if not blocks:
+    n_vehicles = int(vehicles["vehicle_id"].nunique())
+    if n_vehicles == 0:
         raise ValueError("no vehicles")
-    veh_b, svc_b, dtc_b = _split(vehicles, blocks), _split(service, blocks), _split(dtc, blocks)
+    nparts = max(1, math.ceil(n_vehicles / max(1, vehicles_per_partition)))
+    trips = dd.read_parquet(src.trips, storage_options=_so(src.trips, storage_options))
+    trips = trips.map_partitions(_with_bucket, nparts, meta=trips._meta.assign(_bucket=np.int64(0)))
+    trips = trips.shuffle("_bucket", npartitions=nparts)
     # meta from one vehicle, computed here (cheap) so no partition is computed twice
-    one = blocks[0][:1]
-    meta = _read_block(one, src, veh_b[0][veh_b[0]["vehicle_id"].isin(one)], svc_b[0], dtc_b[0], cal,
-                       storage_options).iloc[:0]
-    read = dask.delayed(_read_block, pure=True)
-    tasks = [read(ids, src, v, s, d, cal, storage_options) for ids, v, s, d in zip(blocks, veh_b, svc_b, dtc_b)]
-    return dd.from_delayed(tasks, meta=meta, verify_meta=False)
+    one = sorted(vehicles["vehicle_id"].astype(str))[:1]
+    t1 = _read(src.trips, "trips", storage_options, filters=[("vehicle_id", "in", one)])
+    meta = build_partition(t1, vehicles[vehicles["vehicle_id"].isin(one)], service, dtc, cal).iloc[:0]
+    small = [dask.delayed(x, pure=True) if x is not None else None for x in (vehicles, service, dtc)]
+    return trips.map_partitions(_build_shuffled, *small, cal, meta=meta, enforce_metadata=False,
+                                align_dataframes=False)
+
+
+def _with_bucket(df: pd.DataFrame, nparts: int) -> pd.DataFrame:
+    h = pd.util.hash_pandas_object(df["vehicle_id"].astype(str), index=False).to_numpy()
+    return df.assign(_bucket=(h % np.uint64(nparts)).astype(np.int64))
 
 
 def build_features_dask(trips: pd.DataFrame, vehicles: pd.DataFrame, service_events: pd.DataFrame,

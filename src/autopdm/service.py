@@ -158,7 +158,7 @@ class Autopdm:
                                         "components": recommend.finalize(vin, got[(vin, d)], day)})
         return results
 
-    @bentoml.api(batchable=True, max_batch_size=20_000, max_latency_ms=10_000)
+    @bentoml.api(batchable=True, max_batch_size=20_000, max_latency_ms=2_000)
     def predict(self, rows: FeatureRows) -> list[dict]:
         """Feature rows → {component: calibrated probability of need within 15 days} per row.
         A row is an object {feature: value} (extra keys ignored, missing → null), or — compact and

@@ -590,6 +590,11 @@ def _finish_trips(df: pd.DataFrame) -> pd.DataFrame:
 _NOISE = np.array([-0.02, -0.01, 0.0, 0.01, 0.02])
 
 
+def fuel_level(fuel0: np.ndarray, cum_km: np.ndarray) -> np.ndarray:
+    """~0.15 % of the tank per km; a long trip refuels (back to full) at 5 % instead of going below empty."""
+    return np.round(np.mod(fuel0 - 5.0 - 0.15 * cum_km, 95.0) + 5.0, 1)
+
+
 def render_samples(lib: dc.Library, t: dict, rng: np.random.Generator) -> pd.DataFrame:
     """1 Hz samples of the given trips, built so that `trips.summarise` returns their trip rows.
 
@@ -659,7 +664,7 @@ def render_samples(lib: dc.Library, t: dict, rng: np.random.Generator) -> pd.Dat
     warm = 1.0 + 0.08 * (1 - np.exp(-mins / 15.0))
     tires = t["tires4"][trip] * warm[:, None]
     tires = np.where(t["has_tpms"][trip][:, None], np.round(tires, 1), np.nan)
-    fuel = np.round(t["fuel0"][trip] - 0.15 * cum_km, 1)
+    fuel = fuel_level(t["fuel0"][trip], cum_km)
     brake = pd.array(np.r_[False, np.diff(speed) < -1.5] & on, dtype="boolean")
 
     df = pd.DataFrame({
