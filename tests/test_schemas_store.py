@@ -96,3 +96,11 @@ def test_replayed_batch_is_stored_once(home):
     # even under another key (a regrouped replay), one reading instant stays one row
     store.append(df, "samples", home, key="batch-43")
     assert len(store.read_samples(home)) == 4
+
+
+def test_dtc_events_are_one_file_per_vehicle_not_per_day(home):
+    df = pd.DataFrame({"vehicle_id": [VIN] * 30, "ts": pd.date_range("2026-01-01", periods=30, freq="D", tz="UTC"),
+                       "code": "P0562", "status": "stored"})
+    res = store.append(df, "dtc_events", home)
+    assert len(res.files) == 1
+    assert len(store.read_dtc_events(home, vehicle_ids=[VIN])) == 30

@@ -56,6 +56,13 @@ def _append_partitioned(df: pd.DataFrame, table: str, root: Path, key: str | Non
     files = []
     if df.empty:
         return files
+    if table == "dtc_events":
+        # DTCs are sparse: a file per vehicle-day would mean tens of thousands of tiny files
+        for vin, part in df.groupby("vehicle_id", sort=True):
+            path = root / f"vehicle_id={vin}" / _part_name(key, vin)
+            atomic_write_parquet(schemas.to_arrow(part.sort_values("ts"), table), path)
+            files.append(path)
+        return files
     day = df["ts"].dt.strftime("%Y-%m-%d")
     for (vin, d), part in df.groupby([df["vehicle_id"], day], sort=True):
         path = root / f"vehicle_id={vin}" / f"date={d}" / _part_name(key, vin, d)
