@@ -99,6 +99,8 @@ class Autopdm:
         if fx.refresh_due() or fx.generation != self._cache_gen:
             return None
         day = date.fromisoformat(as_of) if as_of else (fx.max_date or date.today())
+        if not fx.in_memory(day):
+            return None
         rows, unknown, no_data = fx.rows(vehicle_ids, day, refresh=False)
         out = []
         for vin, d in zip(rows["vehicle_id"].astype(str), rows["date"]):
@@ -134,24 +136,30 @@ class Autopdm:
         if fx.generation != self._cache_gen:
             self._cache.clear()
             self._cache_gen = fx.generation
-        results, plans, todo, got = [], [], {}, {}
+        results, plans, todo, got = [], [], [], {}
         for vehicle_ids, as_of in requests:
             day = date.fromisoformat(as_of) if as_of else (fx.max_date or date.today())
-            rows, unknown, no_data = fx.rows(vehicle_ids, day)
+            rows, unknown, no_data = fx.rows(vehicle_ids, day, refresh=False)
             keys = list(zip(rows["vehicle_id"].astype(str), rows["date"]))
-            for k, pos in zip(keys, rows.index):
+            miss = []
+            for i, k in enumerate(keys):
                 if k not in got:
                     hit = self._cache.get(k)
                     if hit is None:
-                        todo.setdefault(k, pos)
+                        got[k] = None
+                        miss.append(i)
                     else:
                         got[k] = hit
+            if miss:
+                todo.append(rows.iloc[miss])
             plans.append((day, keys))
             results.append({"as_of": day.isoformat(), "vehicles": [], "unknown": unknown, "no_data": no_data})
         if todo:
-            scored = recommend.score_rows(fx.frame.loc[list(todo.values())], self.champions)
-            got.update(zip(todo, scored))
-            self._cache.put_many(zip(todo, scored))
+            need = pd.concat(todo) if len(todo) > 1 else todo[0]
+            scored = recommend.score_rows(need, self.champions)
+            new = list(zip(zip(need["vehicle_id"].astype(str), need["date"]), scored))
+            got.update(new)
+            self._cache.put_many(new)
         for res, (day, keys) in zip(results, plans):
             for vin, d in keys:
                 res["vehicles"].append({"vehicle_id": vin, "feature_date": d.date().isoformat(), **fx.contact(vin),

@@ -166,6 +166,7 @@ class FeatureIndex:
     """The features table in memory, indexed by vehicle, reloaded when the file changes."""
 
     def __init__(self, paths: Paths, columns: list[str], check_every_s: float = 5.0) -> None:
+        self.paths = paths
         self.path = paths.table("features")
         self.vehicles_path = paths.table("vehicles")
         self.columns = list(dict.fromkeys(["vehicle_id", "date", *columns]))
@@ -179,6 +180,8 @@ class FeatureIndex:
         self._contacts: dict[str, dict] = {}
         self.known: set[str] = set()
         self.generation = 0
+        self.history_days = int(os.environ.get("AUTOPDM_ASSESS_HISTORY_DAYS", "400"))
+        self.window_start: date | None = None
         self.max_date: date | None = None
         self.refresh(force=True)
 
@@ -200,8 +203,21 @@ class FeatureIndex:
             import pyarrow.parquet as pq
 
             have = set(pq.read_schema(self.path).names)
-            df = pq.read_table(self.path, columns=[c for c in self.columns if c in have]).to_pandas()
+            last = pq.read_table(self.path, columns=["date"]).column("date").to_pandas()
+            start = None
+            if len(last) and self.history_days > 0:  # only the recent history is held in memory
+                start = pd.Timestamp(pd.to_datetime(last).max()).tz_localize(None).normalize() - pd.Timedelta(days=self.history_days)
+            filt = None
+            if start is not None:
+                import pyarrow as pa
+                import pyarrow.compute as pc  # noqa: F401
+
+                typ = pq.read_schema(self.path).field("date").type
+                lit = pa.scalar(start.to_pydatetime().date() if pa.types.is_date(typ) else start, type=typ)
+                filt = pq.filters_to_expression([("date", ">=", lit)])
+            df = pq.read_table(self.path, columns=[c for c in self.columns if c in have], filters=filt).to_pandas()
             df["date"] = pd.to_datetime(df["date"]).dt.tz_localize(None).dt.normalize()
+            self.window_start = start.date() if start is not None else None
             df = df.sort_values(["vehicle_id", "date"], kind="stable").reset_index(drop=True)
             idx = {}
             vid = df["vehicle_id"].to_numpy()
@@ -223,11 +239,27 @@ class FeatureIndex:
         """customer_id and preferred channel: the only customer data this system holds."""
         return self._contacts.get(vehicle_id, {"customer_id": None, "channel": None})
 
+    def in_memory(self, as_of: date) -> bool:
+        return self.window_start is None or as_of >= self.window_start
+
     def rows(self, vehicle_ids: list[str], as_of: date, refresh: bool = True) -> tuple[pd.DataFrame, list[str], list[str]]:
         """Latest row on or before `as_of` per vehicle; plus unknown vehicles and known vehicles
-        without a feature row by then."""
+        without a feature row by then. An `as_of` before the in-memory history is read from the
+        Parquet table (slower)."""
         if refresh:
             self.refresh()
+        if not self.in_memory(as_of):
+            from .champion import latest_feature_rows
+
+            ids = list(dict.fromkeys(vehicle_ids))
+            df = latest_feature_rows(self.paths, ids, as_of)
+            df = df.reindex(columns=self.columns)
+            df["date"] = pd.to_datetime(df["date"]).dt.tz_localize(None).dt.normalize()
+            found = set(df["vehicle_id"].astype(str))
+            order = {v: i for i, v in enumerate(ids)}
+            df = df.iloc[np.argsort([order[str(v)] for v in df["vehicle_id"]], kind="stable")]
+            missing = [v for v in ids if v not in found]
+            return df, [v for v in missing if v not in self.known], [v for v in missing if v in self.known]
         t = np.datetime64(pd.Timestamp(as_of).normalize().to_datetime64())
         take, unknown, no_data = [], [], []
         for v in dict.fromkeys(vehicle_ids):
