@@ -4,7 +4,6 @@ the outbox and delivery into a real receiver. The fleet and the server are built
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from datetime import date
@@ -69,7 +68,8 @@ def fleet_home(tmp_path_factory) -> Path:
 def server(fleet_home, tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("logs") / "serve.log"
-    env = env_for(fleet_home, AUTOPDM_API_TOKEN=TOKEN, AUTOPDM_MAX_BODY_BYTES=str(1 << 20))
+    env = env_for(fleet_home, AUTOPDM_API_TOKEN=TOKEN, AUTOPDM_MAX_BODY_BYTES=str(1 << 20),
+                  AUTOPDM_ASSESS_HISTORY_DAYS="60")  # older as_of days go through the Parquet path
     proc = start([sys.executable, "-m", "bentoml", "serve", "autopdm.service:Autopdm", "--host", "127.0.0.1",
                   "--port", str(port)], env, log)
     try:
@@ -135,6 +135,13 @@ def test_assess_with_token(server, fleet):
     early = str((feats["date"].min() - pd.Timedelta(days=3)).date())
     r3 = httpx.post(url + "/assess", json={"vehicle_ids": vins[:1], "as_of": early}, headers=_h(), timeout=30).json()
     assert r3["no_data"] == vins[:1] and r3["vehicles"] == []
+    # an as_of before the in-memory history (60 days here) is read from Parquet: same answer shape
+    old = str((feats["date"].max() - pd.Timedelta(days=100)).date())
+    r4 = httpx.post(url + "/assess", json={"vehicle_ids": vins + ["WDB0000000000000X"], "as_of": old}, headers=_h(),
+                    timeout=30).json()
+    assert [v["vehicle_id"] for v in r4["vehicles"]] == vins and r4["unknown"] == ["WDB0000000000000X"]
+    exp = feats[(feats["vehicle_id"] == vins[0]) & (feats["date"] <= old)]["date"].max()
+    assert r4["vehicles"][0]["feature_date"] == str(exp.date())
 
 
 def test_bentoml_client_with_token(server, fleet):

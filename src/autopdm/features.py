@@ -444,6 +444,71 @@ def _build_pandas(
         has_last = last > _NO
         F[f"days_since_last_{key}"] = np.where(has_last, tidx - last, np.nan).astype(float)
         F[f"km_since_last_{key}"] = np.where(has_last, C["distance_km"][:, 1:] - _take(C["distance_km"], last), np.nan)
+    # Routine services (the oil-and-filter visit: an `other` replace) versus off-cycle visits. A
+    # component inspected on a day without a routine service is a workshop look outside the schedule
+    # (a complaint, a quote, parts ordered): "open" until the component is next replaced/repaired.
+    # Wear accumulated since the last inspection that passed (inspected, not replaced) bounds how far
+    # a part can be from its limit even when it was fitted before the records began.
+    if len(allv):
+        routine = allv[(allv["component"] == "other") & (allv["action"] == "replace")]
+        r_key = pd.MultiIndex.from_arrays([routine["vehicle_id"].astype(str), routine["day"]])
+        on_routine = pd.MultiIndex.from_arrays([allv["vehicle_id"].astype(str), allv["day"]]).isin(r_key)
+    else:
+        routine, on_routine = allv, np.zeros(0, dtype=bool)
+
+    def _last_mark(ev) -> np.ndarray:
+        marks = np.full((V, T), _NO, dtype=np.int64)
+        if len(ev):
+            vi = vids.get_indexer(ev["vehicle_id"])
+            ti = ev["day"].to_numpy() - day0
+            np.maximum.at(marks, (vi, np.maximum(ti, 0)), ti)
+        return _ffill_index(marks)
+
+    last_routine = _last_mark(routine)
+    F["days_since_routine_service"] = np.where(last_routine > _NO, tidx - last_routine, np.nan).astype(float)
+    F["km_since_routine_service"] = np.where(last_routine > _NO, C["distance_km"][:, 1:] - _take(C["distance_km"], last_routine), np.nan)
+    wear_keys = {"brake": ("brake_energy", "brake_energy_kj_per_t"), "tire": ("distance_km", "km"), "battery": ("one", "starts")}
+    for comp in COMPONENTS:
+        if len(allv):
+            is_c = (allv["component"] == comp).to_numpy()
+            insp = allv[is_c & (allv["action"] == "inspect").to_numpy()]
+            off = allv[is_c & (allv["action"] == "inspect").to_numpy() & ~on_routine]
+            fix = allv[is_c & allv["action"].isin(NEED_ACTIONS).to_numpy()]
+        else:
+            insp = off = fix = allv
+        last_fix = _last_mark(fix)
+        last_off = _last_mark(off)
+        last_insp = _last_mark(insp)
+        open_off = (last_off > _NO) & (last_off > last_fix)
+        F[f"days_since_open_{comp}_inspect"] = np.where(open_off, tidx - last_off, np.nan).astype(float)
+        passed = (last_insp > _NO) & (last_insp > last_fix)
+        key, wname = wear_keys[comp]
+        cq = C[key]
+        F[f"{wname}_since_{comp}_inspect_pass"] = np.where(passed, cq[:, 1:] - _take(cq, last_insp), np.nan)
+
+        if comp == "battery":
+            # degradation relative to the battery's own best: the drop of the 30-day cold-crank margin
+            # and overnight rest voltage from their best level since this battery was fitted (a new
+            # battery starts a new reference; levels differ between vehicles and loggers, drops less so)
+            fixes = np.zeros((V, T))
+            if len(fix):
+                np.add.at(fixes, (vids.get_indexer(fix["vehicle_id"]), np.clip(fix["day"].to_numpy() - day0, 0, T - 1)), 1.0)
+            seg_n = np.cumsum(fixes, axis=1) * 1000.0
+            for src, name in (("crank_margin_cold_v_30d", "crank_margin_cold_v"), ("rest_voltage_overnight_v_30d", "rest_voltage_overnight_v")):
+                lvl = F[src]
+                best = np.fmax.accumulate(lvl + seg_n, axis=1) - seg_n
+                # the running best of an older battery must not leak into a new one's first (NaN) days
+                best = np.where(best < -500, np.nan, best)
+                F[f"{name}_drop_from_best"] = best - lvl
+            for name in ("crank_margin_cold_v", "rest_voltage_overnight_v"):
+                F[f"{name}_slope_60d"] = _slope(S[{"crank_margin_cold_v": "crank_margin_cold",
+                                                   "rest_voltage_overnight_v": "rest_v_overnight"}[name]],
+                                                S["n_" + {"crank_margin_cold_v": "crank_margin_cold",
+                                                          "rest_voltage_overnight_v": "rest_v_overnight"}[name]], 60)
+            m7, s60 = F["crank_margin_cold_v_7d"], F["crank_margin_cold_v_slope_60d"]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                F["crank_margin_days_to_zero_60d"] = np.where(s60 < 0, np.clip(m7 / -s60, -365, 3650), np.nan)
+
     if (reg_day > _NO).any():
         reg = pd.to_datetime(np.where(reg_day > _NO, reg_day, 0).astype("datetime64[D]"))
         doy_reg = np.where(reg_day > _NO, reg.dayofyear.to_numpy(), -1)

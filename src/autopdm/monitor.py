@@ -25,7 +25,8 @@ Decision
 --------
 Evidently 0.7 ``DataDriftPreset`` with fixed methods (normed Wasserstein for numbers, Jensen–Shannon
 for categories, threshold 0.5, see below) so the decision does not change with fleet size; data drift when the
-share of drifted columns reaches ``drift_share``. Prediction drift: the calibrated risk of each
+share of drifted columns reaches ``drift_share`` or any column moves by at least one reference standard
+deviation (``SEVERE_COLUMN_THRESHOLD``). Prediction drift: the calibrated risk of each
 champion on reference vs current rows (``ValueDrift`` with a PSI over the reference's deciles, registered
 with Evidently as ``quantile_psi``). Drift = data drift or
 prediction drift of any component. Thresholds and the numbers behind them are next to the constants
@@ -65,6 +66,9 @@ COLUMN_THRESHOLD = 0.5          # normed Wasserstein (shift in reference std uni
 # PSI of the calibrated risk over the reference's deciles; 0.25 is the usual "major shift" line.
 # Measured: same fleet <= 0.09, another seed of the same population <= 0.23, hot battery 0.66, aggressive brake 0.36.
 PREDICTION_THRESHOLD = 0.25
+# One column moved by a whole reference standard deviation is drift on its own, however many columns there
+# are (same fleet: max 0.31; hot: 1.6-1.8; aggressive: 3.3-3.7 — measured as above).
+SEVERE_COLUMN_THRESHOLD = 1.0
 PSI_BINS = 10
 PSI_TEST = "quantile_psi"
 MAX_ROWS = 20_000               # per side; drift statistics are stable well below this
@@ -92,6 +96,7 @@ class MonitorResult:
     drift_share_threshold: float
     n_columns: int
     drifted_columns: list[str]
+    severe_columns: list[str]
     column_scores: dict[str, float]
     prediction_drift: dict[str, bool]
     prediction_scores: dict[str, float]
@@ -376,7 +381,8 @@ def run_monitor(paths: Paths | None = None, reference: str | None = None, curren
         ref_x.reset_index(drop=True), cur_x.reset_index(drop=True), num, cat, risk_cols, drift_share)
 
     pred_drift = {c.removeprefix("risk_"): bool(v >= PREDICTION_THRESHOLD) for c, v in risk_scores.items()}
-    data_drift = bool(share >= drift_share)
+    severe = sorted(c for c, v in col_scores.items() if v >= SEVERE_COLUMN_THRESHOLD)
+    data_drift = bool(share >= drift_share or severe)
     drift = data_drift or any(pred_drift.values())
 
     stamp = pd.Timestamp.now(tz="UTC").strftime("%Y%m%dT%H%M%SZ")
@@ -385,7 +391,7 @@ def run_monitor(paths: Paths | None = None, reference: str | None = None, curren
     snap.save_html(str(report_path))
     result = MonitorResult(
         drift=drift, data_drift=data_drift, drift_share=float(share), drift_share_threshold=drift_share,
-        n_columns=len(col_scores), drifted_columns=drifted, column_scores=col_scores,
+        n_columns=len(col_scores), drifted_columns=drifted, severe_columns=severe, column_scores=col_scores,
         prediction_drift=pred_drift, prediction_scores={c.removeprefix("risk_"): v for c, v in risk_scores.items()},
         reference_run=run_id, reference_source=source, reference_rows=len(ref), current_rows=len(current),
         current_start=str(start.date()), current_end=str(end.date()), report_path=str(report_path),
@@ -409,11 +415,12 @@ def _log(paths: Paths, r: MonitorResult, report_path: Path) -> str:
         mlflow.set_tags({"autopdm.kind": "monitor", "reference_run": r.reference_run or "",
                          "reference_source": r.reference_source, "drift": str(r.drift).lower()})
         mlflow.log_params({"current_start": r.current_start, "current_end": r.current_end,
+                           "severe_column_threshold": SEVERE_COLUMN_THRESHOLD,
                            "drift_share_threshold": r.drift_share_threshold, "column_threshold": COLUMN_THRESHOLD,
                            "prediction_threshold": PREDICTION_THRESHOLD, "reference_rows": r.reference_rows,
                            "current_rows": r.current_rows, "n_columns": r.n_columns})
         metrics = {"drift": float(r.drift), "data_drift": float(r.data_drift), "drift_share": r.drift_share,
-                   "n_drifted_columns": float(len(r.drifted_columns))}
+                   "n_drifted_columns": float(len(r.drifted_columns)), "n_severe_columns": float(len(r.severe_columns))}
         metrics.update({f"prediction_drift_{c}": v for c, v in r.prediction_scores.items() if np.isfinite(v)})
         metrics.update({f"col_drift.{c}": v for c, v in r.column_scores.items() if np.isfinite(v)})
         mlflow.log_metrics(metrics)

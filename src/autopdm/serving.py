@@ -210,7 +210,6 @@ class FeatureIndex:
             filt = None
             if start is not None:
                 import pyarrow as pa
-                import pyarrow.compute as pc  # noqa: F401
 
                 typ = pq.read_schema(self.path).field("date").type
                 lit = pa.scalar(start.to_pydatetime().date() if pa.types.is_date(typ) else start, type=typ)

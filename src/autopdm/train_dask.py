@@ -118,11 +118,14 @@ def fit_booster_dask(Xtr, ytr, Xes=None, yes=None, params: dict | None = None, s
               if k not in ("num_iterations", "num_boost_round", "early_stopping_rounds")})
     if p.get("is_unbalance"):
         p.pop("scale_pos_weight", None)
-    p.pop("num_threads", None)  # lightgbm.dask uses each worker's thread count
+    if "num_threads" not in (params or {}):
+        p.pop("num_threads", None)  # lightgbm.dask uses each worker's thread count
+    # (bagging draws per thread block: the thread count changes the model, so parity runs pass it explicitly)
     p.pop("metric", None)       # no validation set on the cluster
     p.setdefault("tree_learner", "data")
 
-    n = npartitions or 2 * _workers(client)
+    # one partition per worker: with several, their order on a worker (and so the bagging draw) is not fixed
+    n = npartitions or _workers(client)
     X = Xtr if hasattr(Xtr, "dask") else dd.from_pandas(Xtr.reset_index(drop=True), npartitions=n, sort=False)
     y = ytr if hasattr(ytr, "dask") else dd.from_pandas(pd.Series(np.asarray(ytr), name="y"), npartitions=n, sort=False)
     if not hasattr(Xtr, "dask"):
@@ -156,6 +159,14 @@ def compare_engines(df: pd.DataFrame, components=None, seed: int = 0, *, client=
     from .train import _fit_booster, _platt
 
     components = list(components or COMPONENTS)
+    try:
+        from .train import lgb_threads
+    except ImportError:  # older train.py
+        import os
+
+        def lgb_threads():
+            return os.cpu_count() or 1
+    params = {"num_threads": lgb_threads(), **(params or {})}  # same thread count on both sides (bagging)
     split = time_vehicle_split(df, seed=seed)
     feats = feature_columns(df)
     X = df[feats]

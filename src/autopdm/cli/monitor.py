@@ -36,7 +36,8 @@ def register(app: typer.Typer) -> None:
         console.print(f"current {r.current_start}..{r.current_end} ({r.current_rows:,} rows) vs reference "
                       f"{r.reference_source} of run {r.reference_run} ({r.reference_rows:,} rows)")
         console.print(f"data drift: {len(r.drifted_columns)}/{r.n_columns} columns = {r.drift_share:.0%} "
-                      f"(threshold {r.drift_share_threshold:.0%}) → {'DRIFT' if r.data_drift else 'ok'}")
+                      f"(threshold {r.drift_share_threshold:.0%}), {len(r.severe_columns)} shifted by >= 1 SD "
+                      f"→ {'DRIFT' if r.data_drift else 'ok'}")
         if r.drifted_columns:
             top = sorted(r.drifted_columns, key=lambda c: -r.column_scores[c])[:10]
             console.print("  drifted: " + ", ".join(f"{c} ({r.column_scores[c]:.2f})" for c in top))
