@@ -148,8 +148,8 @@ def compare_engines(df: pd.DataFrame, components=None, seed: int = 0, *, client=
                     num_boost_round: dict | int | None = None) -> dict:
     """Train each component with both engines on the same split and score both on the same test rows.
 
-    The pandas model is early-stopped; the Dask model gets the pandas model's best iteration (or
-    ``num_boost_round``). Calibration, threshold and metrics are the training code path's functions.
+    The pandas model is early-stopped and the Dask model gets its best iteration; with ``num_boost_round``
+    both train that many rounds. Calibration, threshold and metrics are the training code path's functions.
     Returns {component: {"pandas": metrics, "dask": metrics, "rounds": n, "seconds": {...}}}.
     """
     from .champion import Champion
@@ -174,13 +174,19 @@ def compare_engines(df: pd.DataFrame, components=None, seed: int = 0, *, client=
     for comp in components:
         y = df[f"label_{comp}"].to_numpy(dtype=np.int8)
         res, secs = {}, {}
-        t = time.perf_counter()
-        b_pd, p_pd, spw = _fit_booster(X[split.train], y[split.train], X[split.early_stop], y[split.early_stop], params, seed)
-        secs["pandas"] = time.perf_counter() - t
         rounds = num_boost_round.get(comp) if isinstance(num_boost_round, dict) else num_boost_round
-        rounds = rounds or int(p_pd["best_iteration"])
         t = time.perf_counter()
-        b_dk, p_dk, _ = fit_booster_dask(X[split.train], y[split.train], params=params, seed=seed, client=client,
+        if rounds:  # both engines with the same fixed number of rounds
+            b_pd, p_pd, spw = _fit_booster(X[split.train], y[split.train], X.iloc[:0], y[:0],
+                                           {**params, "num_iterations": int(rounds)}, seed)
+        else:       # pandas early-stopped, Dask with its best iteration (what `train --engine dask` does)
+            b_pd, p_pd, spw = _fit_booster(X[split.train], y[split.train], X[split.early_stop], y[split.early_stop],
+                                           params, seed)
+            rounds = int(p_pd["best_iteration"])
+        secs["pandas"] = time.perf_counter() - t
+        t = time.perf_counter()
+        b_dk, p_dk, _ = fit_booster_dask(X[split.train], y[split.train], params={k: v for k, v in params.items()
+                                         if k not in ("num_iterations", "early_stopping_rounds")}, seed=seed, client=client,
                                          num_boost_round=rounds)
         secs["dask"] = time.perf_counter() - t
         for engine, booster in (("pandas", b_pd), ("dask", b_dk)):

@@ -53,6 +53,10 @@ def register(app: typer.Typer) -> None:
                 df = build_features(trips, store.read_table("vehicles", p), store.read_table("service_events", p),
                                     store.read_dtc_events(p), as_of=as_of)
             store.write_table(df, "features", p)
+        # the next step is usually `mlflow run . -e train`: have the tracking store ready under var/
+        from ..tracking import ensure_store
+
+        ensure_store(p)
         n_feat = len([c for c in df.columns if not c.startswith(("label_", "days_to_need_"))]) - 3
         console.print(f"{len(df):,} rows × {n_feat} features for {df['vehicle_id'].nunique():,} vehicles "
                       f"({df['date'].min():%Y-%m-%d}..{df['date'].max():%Y-%m-%d}) in {time.perf_counter() - t0:.1f} s "

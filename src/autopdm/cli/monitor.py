@@ -17,6 +17,7 @@ def register(app: typer.Typer) -> None:
         current_days: int = typer.Option(30, "--current-days", min=1, help="size of the current feature window in days"),
         as_of: Optional[str] = typer.Option(None, "--as-of", help="last day of the current window (default: last feature date)"),
         drift_share: Optional[float] = typer.Option(None, "--drift-share", min=0.0, max=1.0, help="share of drifted columns that counts as data drift"),
+        prediction_gates: bool = typer.Option(False, "--prediction-gates", help="prediction drift alone also exits 1"),
         no_mlflow: bool = typer.Option(False, "--no-mlflow", help="do not log the summary to MLflow"),
         as_json: bool = typer.Option(False, "--json", help="print the summary as JSON on stdout"),
     ) -> None:
@@ -28,7 +29,8 @@ def register(app: typer.Typer) -> None:
         try:
             with console.status("computing drift report"):
                 r = monitor.run_monitor(p, reference=reference, current_days=current_days, as_of=as_of,
-                                        log_to_mlflow=not no_mlflow, **kw)
+                                        log_to_mlflow=not no_mlflow,
+                                        prediction_gates=prediction_gates, **kw)
         except (monitor.MonitorError, FileNotFoundError) as exc:
             raise fail(str(exc)) from None
         if as_json:
@@ -42,7 +44,8 @@ def register(app: typer.Typer) -> None:
             top = sorted(r.drifted_columns, key=lambda c: -r.column_scores[c])[:10]
             console.print("  drifted: " + ", ".join(f"{c} ({r.column_scores[c]:.2f})" for c in top))
         for comp, score in r.prediction_scores.items():
-            console.print(f"prediction drift {comp}: {score:.3f} → {'DRIFT' if r.prediction_drift[comp] else 'ok'}")
+            console.print(f"prediction drift {comp}: PSI {score:.3f} → {'DRIFT' if r.prediction_drift[comp] else 'ok'}"
+                          + ("" if r.prediction_gates else " (reported; not gating)"))
         console.print(f"report: {r.report_path}")
         if r.mlflow_run_id:
             console.print(f"mlflow run: {r.mlflow_run_id}")
