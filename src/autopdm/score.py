@@ -72,9 +72,11 @@ def score_fleet(as_of, paths: Paths | None = None, emit: bool = False, deliver: 
         from .outbox import Dispatcher, Outbox
 
         ob = Outbox.open(paths)
-        res.closed = ob.close_serviced(store.read_table("service_events", paths), as_of)
         er = ob.enqueue(res.work_orders, as_of=as_of)
         res.enqueued, res.suppressed = len(er.enqueued), len(er.suppressed)
+        # after enqueueing: an order for a part that was serviced on the scoring day itself is closed
+        # before any delivery, instead of going out once and being closed by the next run
+        res.closed = ob.close_serviced(store.read_table("service_events", paths), as_of)
         if deliver and os.environ.get("AUTOPDM_CRM_WEBHOOK_URL"):
             with Dispatcher(ob, timeout=5.0) as d:
                 res.delivery = d.run_once(deadline=time.monotonic() + 60).as_dict()
