@@ -71,6 +71,8 @@ class Champion:
     def matrix(self, X: pd.DataFrame) -> np.ndarray:
         """Feature matrix in the model's column order; absent columns → NaN, anything else → float."""
         X = X.reindex(columns=self.feature_names)
+        if all(pd.api.types.is_numeric_dtype(t) for t in X.dtypes):  # the usual case: no per-column parse (~7 ms)
+            return X.to_numpy(dtype=np.float64, na_value=np.nan)
         return X.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
 
     def margin(self, X: pd.DataFrame) -> np.ndarray:
