@@ -173,22 +173,28 @@ def run(cfg: DemoConfig, paths: Paths, console: Console) -> dict:
         step("monitor")
 
     _summary(console, res, sc, paths, timings)
-    return {"train": res, "score": sc.summary(), "timings": timings, "received": received}
+    return {"train": res, "score": sc.summary(), "rescore": again_sc.summary(), "timings": timings, "received": received,
+            "assess": body, "unauthorized_status": unauth, "trips_reproduced": (len(same), len(sim), float(err)),
+            "quarantined": quarantined, "drift": None if report is None else report.drift}
 
 
 def _summary(console: Console, res: dict, sc, paths: Paths, timings: dict) -> None:
     console.rule("summary")
-    t = Table("component", "model", "promoted", "early-warning recall", "alert precision", "PR-AUC", "Brier",
-              "baseline recall", "work orders")
+    # narrow enough for an 80-column log: the full metrics are in MLflow
+    t = Table("component", "model", "champion", "EW recall", "precision", "PR-AUC", "baseline", "orders")
     by_comp = pd.Series([wo["component"] for wo in sc.work_orders], dtype=object).value_counts()
     for c in COMPONENTS:
         r = res.get(c, {})
-        m = r.get("metrics", {})
-        f = lambda k: f"{m[k]:.2f}" if isinstance(m.get(k), (int, float)) else "–"  # noqa: E731
-        t.add_row(c, f"{r.get('name', '')} v{r.get('version', '')}", str(r.get("promoted", "")),
-                  f("ew_recall"), f("precision"), f("pr_auc"), f("brier"),
-                  f("baseline_ew_recall"), str(int(by_comp.get(c, 0))))
+        m, b = r.get("metrics", {}), r.get("baseline", {})
+
+        def f(d, k):
+            return f"{d[k]:.2f}" if isinstance(d.get(k), (int, float)) else "–"
+
+        t.add_row(c, f"v{r.get('version', '')}", "yes" if r.get("promoted") else "no", f(m, "ew_recall"),
+                  f(m, "precision"), f(m, "pr_auc"), f(b, "ew_recall"), str(int(by_comp.get(c, 0))))
     console.print(t)
+    console.print("EW recall: share of held-out needs alerted 7–15 days ahead; baseline: the workshop's "
+                  "interval rule at the same alert volume")
     console.print(f"total {sum(timings.values()):.0f} s  ({', '.join(f'{k} {v:.0f} s' for k, v in timings.items())})")
     console.print("where to look:")
     console.print(f"  MLflow UI:        mlflow ui --backend-store-uri {paths.tracking_uri}")
