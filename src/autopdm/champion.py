@@ -55,6 +55,12 @@ def apply_calibration(calibration: dict, margin: np.ndarray) -> np.ndarray:
     raise ChampionError(f"unknown calibration method {method!r}")
 
 
+def predict_threads(n_rows: int) -> int:
+    # OpenMP start-up dominates small predictions (one row: ~0.4 ms on one thread vs several ms
+    # on all); a server handles concurrency itself, so use one thread below a few thousand rows.
+    return 1 if n_rows < 2000 else 0
+
+
 @dataclass
 class Champion:
     component: str            # "brake" | "tire" | "battery"
@@ -78,18 +84,25 @@ class Champion:
     def margin(self, X: pd.DataFrame) -> np.ndarray:
         if len(X) == 0:
             return np.zeros(0)
-        return self.booster.predict(self.matrix(X), raw_score=True)
+        return self.booster.predict(self.matrix(X), raw_score=True, num_threads=predict_threads(len(X)))
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         """Calibrated probability of a service need within 15 days."""
         return apply_calibration(self.calibration, self.margin(X))
 
-    def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
-        """LightGBM pred_contrib per feature (log-odds of the uncalibrated model); bias dropped."""
+    def predict_matrix(self, M: np.ndarray) -> np.ndarray:
+        """`predict` for a float matrix already in `feature_names` order (the service's bulk path)."""
+        return apply_calibration(self.calibration, self.booster.predict(M, raw_score=True, num_threads=predict_threads(len(M))))
+
+    def contribution_matrix(self, X: pd.DataFrame) -> np.ndarray:
+        """LightGBM pred_contrib per feature (log-odds of the uncalibrated model), bias dropped."""
         if len(X) == 0:
-            return pd.DataFrame(columns=self.feature_names, dtype=float)
-        c = self.booster.predict(self.matrix(X), pred_contrib=True)
-        return pd.DataFrame(c[:, :-1], columns=self.feature_names, index=X.index)
+            return np.zeros((0, len(self.feature_names)))
+        c = self.booster.predict(self.matrix(X), pred_contrib=True, num_threads=predict_threads(len(X)))
+        return np.asarray(c)[:, :-1]
+
+    def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame(self.contribution_matrix(X), columns=self.feature_names, index=X.index)
 
     def to_dict(self) -> dict:
         """Metadata (no binaries): what `models/README.md` describes."""

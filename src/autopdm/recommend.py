@@ -109,47 +109,14 @@ def _top_positive(c: np.ndarray, k: int) -> np.ndarray:
     return np.where(np.take_along_axis(c, idx, axis=1) > 0, idx, -1)
 
 
-def _threads(n_rows: int) -> int:
-    # OpenMP start-up dominates small predictions (one row: ~0.4 ms on one thread vs several ms
-    # on all); a server handles concurrency itself, so use one thread below a few thousand rows.
-    return 1 if n_rows < 2000 else 0
-
-
 def model_outputs(champ, X: pd.DataFrame, contrib_mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
     """Calibrated risk for every row and pred_contrib (log-odds, n_rows_masked × n_features) for
-    the rows in `contrib_mask`. Fast path straight on the LightGBM booster when the champion
-    exposes one (numeric features, one thread for small batches); otherwise its public
-    predict/contributions."""
-    names = list(champ.feature_names)
-    booster = getattr(champ, "booster", None)
-    Xn = X.reindex(columns=names)
-    if booster is not None and hasattr(champ, "calibration") and all(
-            pd.api.types.is_numeric_dtype(t) and not pd.api.types.is_bool_dtype(t) for t in Xn.dtypes):
-        from .champion import apply_calibration
-
-        M = Xn.to_numpy(dtype=np.float64)
-        nt = _threads(len(M))
-        risk = apply_calibration(champ.calibration, booster.predict(M, raw_score=True, num_threads=nt))
-        contrib = None
-        if contrib_mask is not None and contrib_mask.any():
-            Mc = M if contrib_mask.all() else M[contrib_mask]
-            contrib = np.asarray(booster.predict(Mc, pred_contrib=True, num_threads=_threads(len(Mc))))[:, :-1]
-        return np.asarray(risk, dtype=float), contrib
-    risk = np.asarray(champ.predict(Xn), dtype=float)
+    the rows in `contrib_mask`."""
+    risk = np.asarray(champ.predict(X), dtype=float)
     contrib = None
     if contrib_mask is not None and contrib_mask.any():
-        contrib = champ.contributions(Xn[contrib_mask]).reindex(columns=names).to_numpy(dtype=float)
+        contrib = champ.contribution_matrix(X if contrib_mask.all() else X[contrib_mask])
     return risk, contrib
-
-
-def risk_from_matrix(champ, M: np.ndarray) -> np.ndarray:
-    """Calibrated risk from a float matrix in the champion's feature order."""
-    booster = getattr(champ, "booster", None)
-    if booster is not None and hasattr(champ, "calibration"):
-        from .champion import apply_calibration
-
-        return np.asarray(apply_calibration(champ.calibration, booster.predict(M, raw_score=True, num_threads=_threads(len(M)))))
-    return np.asarray(champ.predict(pd.DataFrame(M, columns=list(champ.feature_names))), dtype=float)
 
 
 def score_rows(rows: pd.DataFrame, champions: Mapping, with_evidence: str = "all") -> list[dict]:

@@ -182,7 +182,7 @@ class Autopdm:
             X = pd.DataFrame.from_records([rows[i] for i in obj]).reindex(columns=order)
             M[obj] = X.apply(pd.to_numeric, errors="coerce").to_numpy(np.float64) if (X.dtypes == object).any() \
                 else X.to_numpy(np.float64)
-        risks = {c: recommend.risk_from_matrix(m, M[:, self._feature_idx[c]]) for c, m in self.champions.items()}
+        risks = {c: m.predict_matrix(M[:, self._feature_idx[c]]) for c, m in self.champions.items()}
         return [{c: round(float(r[i]), 6) for c, r in risks.items()} for i in range(len(M))]
 
     @bentoml.api
