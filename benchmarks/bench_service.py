@@ -28,8 +28,6 @@ import json
 import math
 import os
 import secrets
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,12 +38,6 @@ import numpy as np
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ensure_models(home: Path) -> Path:
@@ -127,6 +119,7 @@ def main() -> int:
     from autopdm import store
     from autopdm.champion import load_champions
     from autopdm.config import Paths
+    from autopdm.localproc import free_port, start, stop, wait_http
 
     home = ensure_models(Path(args.home).resolve())
     paths = Paths.from_env(home)
@@ -172,9 +165,9 @@ def main() -> int:
     token = secrets.token_urlsafe(16)
     port = free_port()
     env = dict(os.environ, AUTOPDM_HOME=str(home), AUTOPDM_API_TOKEN=token)
-    log = open(Path(home) / "bench_serve.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "autopdm.service:Autopdm", "--host", "127.0.0.1",
-                             "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log = Path(home) / "bench_serve.log"
+    proc = start([sys.executable, "-m", "bentoml", "serve", "autopdm.service:Autopdm", "--host", "127.0.0.1",
+                  "--port", str(port)], env, log)
     base = f"http://127.0.0.1:{port}"
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     results: dict = {"rows": len(X), "features": len(names), "in_process_rows_per_s": round(inproc_rows_s),
@@ -182,16 +175,7 @@ def main() -> int:
     try:
         import httpx
 
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(base + "/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("service did not become ready; see " + log.name)
-            time.sleep(0.2)
+        wait_http(base + "/readyz", 120, proc, log)
 
         info = httpx.post(base + "/model_info", json={}, headers=headers, timeout=30).json()
         assert info["feature_order"] == names, "feature order differs from the service's"
@@ -215,11 +199,7 @@ def main() -> int:
                 results[f"{label}_p99_ms_c{conc}"] = round(pct(lat, 99), 2)
                 results[f"{label}_req_per_s_c{conc}"] = round(len(lat) / wall)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc, timeout=15.0)
 
     for label in ("predict", "predict_compact"):
         best_predict = max(results[f"{label}_rows_per_s_c1"], results[f"{label}_rows_per_s_c20"])

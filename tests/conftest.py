@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
 
 from autopdm.config import Paths
+from autopdm.localproc import free_port  # noqa: F401  (re-exported for the tests)
 
 ROOT = Path(__file__).resolve().parents[1]
 CAROBD = Path(os.environ.get("AUTOPDM_CAROBD", ROOT.parent / "shared" / "data" / "carobd"))
@@ -25,9 +25,3 @@ def home(tmp_path, monkeypatch) -> Paths:
     monkeypatch.setenv("AUTOPDM_HOME", str(tmp_path / "var"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return Paths.from_env().ensure()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
 from autopdm import recommend
+from autopdm.localproc import start, stop, wait_http  # noqa: F401  (re-exported for the tests)
 
 AUTOPDM = str(Path(sys.executable).parent / "autopdm")
 SECRET = "test-webhook-secret"
@@ -22,39 +22,6 @@ def env_for(home: Path, **extra: str) -> dict[str, str]:
                DO_NOT_TRACK="true", MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK="true", PYTHONUNBUFFERED="1")
     env.update(extra)
     return env
-
-
-def start(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
-    fh = open(log, "ab")
-    return subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def stop(proc: subprocess.Popen, sig_kill: bool = False) -> None:
-    if proc.poll() is not None:
-        return
-    if sig_kill:
-        proc.kill()
-    else:
-        proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
-
-
-def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen | None = None, log: Path | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode}: {log.read_text()[-3000:] if log else ''}")
-        try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} not ready after {timeout}s: {log.read_text()[-3000:] if log else ''}")
 
 
 def start_receiver(home: Path, port: int, log: Path, delay: float = 0.0) -> subprocess.Popen:

@@ -12,8 +12,6 @@ import contextlib
 import os
 import secrets
 import shutil
-import socket
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -25,6 +23,7 @@ from rich.table import Table
 
 from . import COMPONENTS, store, trips
 from .config import Paths
+from .localproc import free_port, running
 
 
 @dataclass
@@ -34,39 +33,6 @@ class DemoConfig:
     seed: int = 7
     raw_vehicles: int = 1
     start: str = "2025-01-01"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(url: str, timeout: float, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[:4]} exited with {proc.returncode} before {url} answered")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
-        time.sleep(0.25)
-    raise TimeoutError(f"{url} not ready after {timeout:.0f} s")
-
-
-@contextlib.contextmanager
-def _process(cmd: list[str], env: dict, log_path):
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            yield proc
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def run(cfg: DemoConfig, paths: Paths, console: Console) -> dict:
@@ -118,17 +84,15 @@ def run(cfg: DemoConfig, paths: Paths, console: Console) -> dict:
     as_of = str(pd.to_datetime(feats["date"]).max().date())
     token = os.environ.get("AUTOPDM_API_TOKEN") or secrets.token_urlsafe(24)
     secret = os.environ.get("AUTOPDM_CRM_WEBHOOK_SECRET") or secrets.token_hex(16)
-    svc_port, crm_port = _free_port(), _free_port()
+    svc_port, crm_port = free_port(), free_port()
     env = dict(os.environ, AUTOPDM_HOME=str(paths.home), AUTOPDM_API_TOKEN=token,
                AUTOPDM_CRM_WEBHOOK_SECRET=secret, BENTOML_DO_NOT_TRACK="true", DO_NOT_TRACK="true")
     crm_url = f"http://127.0.0.1:{crm_port}/work-orders"
     console.rule(f"5. BentoML service on 127.0.0.1:{svc_port}, CRM receiver on 127.0.0.1:{crm_port}")
-    with _process([sys.executable, "-m", "autopdm.cli", "crm-receiver", "--port", str(crm_port)], env,
-                  paths.home / "crm-receiver.log") as crm, \
-         _process([sys.executable, "-m", "bentoml", "serve", "autopdm.service:Autopdm", "--host", "127.0.0.1",
-                   "--port", str(svc_port)], env, paths.home / "service.log") as svc:
-        _wait(f"http://127.0.0.1:{svc_port}/readyz", 120, svc)
-        _wait(f"http://127.0.0.1:{crm_port}/healthz", 30, crm)
+    with running([sys.executable, "-m", "autopdm.cli", "crm-receiver", "--port", str(crm_port)], env,
+                 paths.home / "crm-receiver.log", f"http://127.0.0.1:{crm_port}/healthz", 30), \
+         running([sys.executable, "-m", "bentoml", "serve", "autopdm.service:Autopdm", "--host", "127.0.0.1",
+                  "--port", str(svc_port)], env, paths.home / "service.log", f"http://127.0.0.1:{svc_port}/readyz", 120):
         step("start servers")
 
         console.rule(f"6. the CRM asks POST /assess (as of {as_of})")
