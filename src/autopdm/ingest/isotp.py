@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .obdcodec import PID_LEN, PIDS, decode_dtcs, decode_vin, parse_bitmap
+from .obdcodec import PIDS, decode_dtcs, decode_vin, mode01_items, parse_bitmap
 
 RESP_11 = range(0x7E8, 0x7F0)
 REQ_11 = set(range(0x7E0, 0x7E8)) | {0x7DF}
@@ -141,20 +141,13 @@ class ObdDecoder:
         st.ecus.add(ecu)
         sid = payload[0]
         if sid == 0x41:
-            i, n = 1, len(payload)
-            on_value = self.on_value
-            while i < n:
-                pid = payload[i]
-                size = PID_LEN.get(pid, 0)
-                if size == 0 or i + 1 + size > n:
-                    break
+            for pid, data in mode01_items(payload):
                 fn = _FN.get(pid)
                 if fn is not None:
-                    on_value(ts, _COLS[pid], fn(payload[i + 1:i + 1 + size]))
+                    self.on_value(ts, _COLS[pid], fn(data))
                     st.values += 1
                 elif pid % 0x20 == 0:
-                    self.supported.setdefault(ecu, set()).update(parse_bitmap(payload[i + 1:i + 5], pid))
-                i += 1 + size
+                    self.supported.setdefault(ecu, set()).update(parse_bitmap(data, pid))
         elif sid == 0x7F:
             st.negative += 1
             nrc = payload[2] if len(payload) > 2 else 0

@@ -51,25 +51,27 @@ PID_LEN.update({0x01: 4, 0x02: 2, 0x03: 2, 0x06: 1, 0x07: 1, 0x08: 1, 0x09: 1, 0
                 0x51: 1, 0x5C: 1, 0x5E: 2})
 
 
-def decode_mode01(payload: bytes) -> dict[int, float] | None:
-    """Decode a positive mode 01 answer `41 pid data [pid data ...]` (multi-PID answers too).
-
-    Returns {pid: value} for mapped PIDs; None for a negative or malformed answer.
-    """
-    if not payload or payload[0] != 0x41:
-        return None
-    out: dict[int, float] = {}
+def mode01_items(payload: bytes):
+    """(pid, data bytes) of each PID in a positive mode 01 answer `41 pid data [pid data ...]`;
+    stops at the first PID of unknown length or a truncated one."""
     i, n = 1, len(payload)
     while i < n:
         pid = payload[i]
         size = PID_LEN.get(pid, 0)
         if size == 0 or i + 1 + size > n:
-            break
-        spec = PIDS.get(pid)
-        if spec is not None:
-            out[pid] = spec[2](payload[i + 1:i + 1 + size])
+            return
+        yield pid, payload[i + 1:i + 1 + size]
         i += 1 + size
-    return out
+
+
+def decode_mode01(payload: bytes) -> dict[int, float] | None:
+    """Decode a positive mode 01 answer (multi-PID answers too).
+
+    Returns {pid: value} for mapped PIDs; None for a negative or malformed answer.
+    """
+    if not payload or payload[0] != 0x41:
+        return None
+    return {pid: PIDS[pid][2](data) for pid, data in mode01_items(payload) if pid in PIDS}
 
 
 def encode_mode01(pid: int, value: float) -> bytes:
