@@ -41,6 +41,8 @@ EXPERIMENT = "autopdm-train"
 NUM_BOOST_ROUND = 2000
 EARLY_STOPPING_ROUNDS = 50
 MAX_SCALE_POS_WEIGHT = 10.0
+BIN_SAMPLE_ROWS = 200_000           # LightGBM's bin_construct_sample_cnt: bin boundaries come from at most this many rows
+BAGGING_BLOCK = 1024               # LightGBM draws bagging per block of this many rows (bagging_rand_block_)
 MAX_TRAIN_NEGATIVES = 150_000       # negatives beyond this are subsampled (positives all kept); the
                                     # calibration set is not subsampled, so Platt scaling restores the prior
 GATE_METRICS = ("ew_recall", "pr_auc")   # higher is better; the candidate must match or beat both
@@ -153,24 +155,46 @@ def _subsample_negatives(mask: np.ndarray, y: np.ndarray, seed: int, cap: int = 
     return out
 
 
-def _fit_booster(Xtr, ytr, Xes, yes, params: dict, seed: int):
-    import lightgbm as lgb
+def bin_sample(X, seed: int, max_rows: int = BIN_SAMPLE_ROWS) -> np.ndarray:
+    """The rows LightGBM finds feature bin boundaries on, as float32: all of them up to `max_rows`, else a
+    seeded sample. Both engines bin from these rows, so a model trained on a Dask cluster splits on the
+    same thresholds as the single-machine one (see train_dask)."""
+    if hasattr(X, "dask"):  # a Dask DataFrame: sample on the cluster, collect only the sample
+        n = len(X)
+        X = (X.sample(frac=max_rows / n, random_state=seed) if n > max_rows else X).compute()
+    if len(X) > max_rows:
+        X = X.iloc[np.sort(np.random.default_rng(seed).choice(len(X), max_rows, replace=False))]
+    return X.to_numpy(np.float32)
 
-    p = dict(DEFAULT_PARAMS)
+
+def lgb_params(ytr, params: dict | None, seed: int) -> tuple[dict, float]:
+    """LightGBM parameters of a fit on labels `ytr` → (params, scale_pos_weight). Shared by both engines."""
+    ytr = np.asarray(ytr)
     pos = float(ytr.sum())
     neg = float(len(ytr) - pos)
     spw = float(min(neg / pos, MAX_SCALE_POS_WEIGHT)) if pos > 0 else 1.0
-    p.update({"seed": seed, "num_threads": lgb_threads(), "scale_pos_weight": spw})
+    # bagging_seed explicit: the Dask engine offsets it per worker to draw the same rows as one machine
+    p = {**DEFAULT_PARAMS, "seed": seed, "bagging_seed": seed, "num_threads": lgb_threads(), "scale_pos_weight": spw}
     p.update(params or {})
     if p.get("is_unbalance"):
         p.pop("scale_pos_weight", None)
+    return p, spw
+
+
+def _fit_booster(Xtr, ytr, Xes, yes, params: dict, seed: int):
+    import lightgbm as lgb
+
+    p, spw = lgb_params(ytr, params, seed)
     rounds = int(p.pop("num_iterations", p.pop("num_boost_round", NUM_BOOST_ROUND)))
     es_rounds = int(p.pop("early_stopping_rounds", EARLY_STOPPING_ROUNDS))
     names = list(Xtr.columns)
     cats = [c for c in CATEGORICAL if c in names]
+    reference = None  # up to BIN_SAMPLE_ROWS rows LightGBM bins on all of them itself
+    if len(Xtr) > BIN_SAMPLE_ROWS:
+        reference = lgb.Dataset(bin_sample(Xtr, seed), feature_name=names, categorical_feature=cats, params=dict(p))
     # numpy in, names alongside: the pandas path of lightgbm costs seconds per Dataset
     dtrain = lgb.Dataset(Xtr.to_numpy(np.float32), ytr, feature_name=names, categorical_feature=cats,
-                         free_raw_data=True, params={"verbose": -1})
+                         reference=reference, free_raw_data=True, params={"verbose": -1})
     valid_sets, callbacks, early = [], [], False
     if len(yes) and yes.min() != yes.max():
         valid_sets = [lgb.Dataset(Xes.to_numpy(np.float32), yes, reference=dtrain, feature_name=names,
@@ -200,6 +224,23 @@ def _prefixed(d: dict, prefix: str) -> dict:
             if not k.startswith("_") and isinstance(v, (int, float, np.integer, np.floating)) and np.isfinite(v)}
 
 
+def set_operating_point(cand: Champion, df: pd.DataFrame, split, spw: float, budget: float = DEFAULT_ALERT_BUDGET,
+                        min_precision: float = DEFAULT_MIN_PRECISION):
+    """Platt calibration and the alert threshold of `cand`, fitted in place → (rows, their risk, threshold info).
+
+    Fitted on every row the trees never saw before the test period: the calibration vehicles plus the
+    early-stopping vehicles (same period; the latter only chose the number of boosting rounds). At the
+    sizes we run, the precision-at-volume curve on the calibration vehicles alone was noisy enough to
+    move the threshold by a third of the alert volume."""
+    cal = split.calib | split.early_stop
+    rows = df.loc[cal]
+    y = rows[f"label_{cand.component}"].to_numpy(dtype=np.int8)
+    cand.calibration = _platt(cand.margin(rows[cand.feature_names]), y, spw)
+    risk = cand.predict(rows)
+    cand.threshold, info = threshold_for_budget(rows, risk, cand.component, budget, min_precision)
+    return rows, risk, info
+
+
 def train_component(component: str, df: pd.DataFrame, split, feats: list[str], *, client, paths: Paths,
                     seed: int = 0, params: dict | None = None, budget: float = DEFAULT_ALERT_BUDGET,
                     min_precision: float = DEFAULT_MIN_PRECISION, tolerance: float = 0.0, promote: bool = True,
@@ -219,18 +260,9 @@ def train_component(component: str, df: pd.DataFrame, split, feats: list[str], *
     booster, lgb_params, spw = (fit or _fit_booster)(X[tr], y[tr], X[es], y[es], params, seed)
     name = model_name(component)
     cand = Champion(component, name, "", list(feats), 0.5, booster=booster)
-
-    # Platt scaling and the operating threshold on every row the trees never saw before the test
-    # period: the calibration vehicles plus the early-stopping vehicles (same period; the latter only
-    # chose the number of boosting rounds). At the sizes we run, the precision-at-volume curve on the
-    # calibration vehicles alone was noisy enough to move the threshold by a third of the alert volume.
     cal = cal | es
-    cal_margin = cand.margin(df.loc[cal, feats])
-    cand.calibration = _platt(cal_margin, y[cal], spw)
-    cal_rows = df.loc[cal]
-    cal_risk = cand.predict(cal_rows)
-    thr, thr_info = threshold_for_budget(cal_rows, cal_risk, component, budget, min_precision)
-    cand.threshold = thr
+    cal_rows, cal_risk, thr_info = set_operating_point(cand, df, split, spw, budget, min_precision)
+    thr = cand.threshold
 
     test = df.loc[te]
     risk = cand.predict(test)
