@@ -257,7 +257,7 @@ def train_component(component: str, df: pd.DataFrame, split, feats: list[str], *
     X = df[feats]
     tr, es, cal, te = split.train, split.early_stop, split.calib, split.test
     tr = _subsample_negatives(tr, y, seed)
-    booster, lgb_params, spw = (fit or _fit_booster)(X[tr], y[tr], X[es], y[es], params, seed)
+    booster, fit_params, spw = (fit or _fit_booster)(X[tr], y[tr], X[es], y[es], params, seed)
     name = model_name(component)
     cand = Champion(component, name, "", list(feats), 0.5, booster=booster)
     cal = cal | es
@@ -295,14 +295,14 @@ def train_component(component: str, df: pd.DataFrame, split, feats: list[str], *
                        "alert_budget": budget, "min_precision": min_precision, "threshold": round(thr, 6),
                        "calibration": json.dumps(cand.calibration), "scale_pos_weight": round(spw, 4),
                        "n_rows_train_used": int(tr.sum()), "train_positives": int(y[tr].sum()),
-                       **{f"lgb.{k}": v for k, v in lgb_params.items() if k not in ("scale_pos_weight",)},
+                       **{f"lgb.{k}": v for k, v in fit_params.items() if k not in ("scale_pos_weight",)},
                        **split_params})
     mlflow.log_metrics({**_prefixed(m, "test_"), **_prefixed(cal_m, "calib_"),
                         **_prefixed({k: v for k, v in thr_info.items() if k != "precision_floor_met"}, "calib_"),
                         "calib_precision_floor_met": float(thr_info["precision_floor_met"]),
                         **_prefixed(bm, "baseline_"), **_prefixed(rm, "baseline_rule_"),
                         "ew_recall_vs_baseline": ratio if np.isfinite(ratio) else -1.0,
-                        "threshold": thr, "best_iteration": lgb_params["best_iteration"],
+                        "threshold": thr, "best_iteration": fit_params["best_iteration"],
                         **{f"curve_x{c['x_prevalence']:g}_{k}": float(v) for c in curve for k, v in c.items()
                            if k in ("ew_recall", "precision", "baseline_ew_recall", "baseline_precision") and np.isfinite(v)},
                         "gate_promoted": float(ok),
@@ -363,7 +363,7 @@ def train_component(component: str, df: pd.DataFrame, split, feats: list[str], *
             "threshold": thr, "run_id": mlflow.active_run().info.run_id, "metrics": summary["test"],
             "baseline": summary["baseline_same_volume"], "baseline_rule": summary["baseline_rule"],
             "champion_metrics": summary["gate"]["champion"], "ew_recall_vs_baseline": ratio,
-            "best_iteration": lgb_params["best_iteration"], "operating_curve": curve,
+            "best_iteration": fit_params["best_iteration"], "operating_curve": curve,
             "seconds": time.perf_counter() - t0}
 
 
