@@ -47,6 +47,24 @@ def test_dask_features_equal_pandas(fleet_home, cluster):
     pd.testing.assert_frame_equal(mem, expected)
 
 
+def test_cli_features_engine_dask_as_of(fleet_home, cluster):
+    """`autopdm features --engine dask --as-of D` (on the current client) = the pandas engine's table as of D."""
+    from typer.testing import CliRunner
+
+    from autopdm.cli import app
+
+    trips = store.read_table("trips", fleet_home)
+    as_of = str((trips["end_ts"].min() + (trips["end_ts"].max() - trips["end_ts"].min()) / 2).date())
+    r = CliRunner().invoke(app, ["features", "--engine", "dask", "--as-of", as_of])
+    assert r.exit_code == 0, r.output
+    expected = build_features(trips, store.read_table("vehicles", fleet_home), store.read_table("service_events", fleet_home),
+                              store.read_dtc_events(fleet_home), as_of=as_of)
+    expected = expected.sort_values(["vehicle_id", "date"], kind="stable").reset_index(drop=True)
+    got = store.read_table("features", fleet_home)
+    assert str(got["date"].max())[:10] == as_of and len(got) < len(_pandas_features(fleet_home))
+    pd.testing.assert_frame_equal(got, expected)
+
+
 def test_dask_features_from_fsspec_url(fleet_home, cluster):
     """Inputs and output on an fsspec filesystem (memory:// stands in for s3:// here)."""
     fs = fsspec.filesystem("memory")

@@ -614,12 +614,30 @@ def build_features(
         raise ValueError(f"unknown engine {engine!r}; expected one of {sorted(ENGINES)}")
     kwargs = {}
     if as_of is not None:
-        cut = pd.Timestamp(as_of).normalize() + pd.Timedelta(days=1)
-        cut_utc = cut.tz_localize("UTC") if cut.tzinfo is None else cut
-        trips = trips[pd.to_datetime(trips["end_ts"], utc=True) < cut_utc]
-        if dtc_events is not None and len(dtc_events):
-            dtc_events = dtc_events[pd.to_datetime(dtc_events["ts"], utc=True) < cut_utc]
-        if service_events is not None and len(service_events):
-            service_events = service_events[pd.to_datetime(service_events["date"]) < cut.tz_localize(None)]
-        kwargs["day_end"] = int((cut - pd.Timedelta(days=1)).to_datetime64().astype("datetime64[D]").astype("int64"))
+        cut = AsOf(as_of)
+        trips, service_events, dtc_events = cut.trips(trips), cut.service_events(service_events), cut.dtc_events(dtc_events)
+        kwargs["day_end"] = cut.day_end
     return ENGINES[engine](trips, vehicles, service_events, dtc_events, dates, **kwargs)
+
+
+class AsOf:
+    """Everything known at the end of day `as_of`: the filters both feature engines apply to their inputs."""
+
+    def __init__(self, as_of):
+        self.cut = pd.Timestamp(as_of).normalize() + pd.Timedelta(days=1)   # first instant not known yet
+        self.cut_utc = self.cut.tz_localize("UTC") if self.cut.tzinfo is None else self.cut
+        self.day_end = int((self.cut - pd.Timedelta(days=1)).to_datetime64().astype("datetime64[D]").astype("int64"))
+
+    def trips(self, trips):  # pandas or Dask DataFrame
+        return trips[trips["end_ts"] < self.cut_utc] if hasattr(trips, "dask") else \
+            trips[pd.to_datetime(trips["end_ts"], utc=True) < self.cut_utc]
+
+    def dtc_events(self, dtc_events):
+        if dtc_events is None or not len(dtc_events):
+            return dtc_events
+        return dtc_events[pd.to_datetime(dtc_events["ts"], utc=True) < self.cut_utc]
+
+    def service_events(self, service_events):
+        if service_events is None or not len(service_events):
+            return service_events
+        return service_events[pd.to_datetime(service_events["date"]) < self.cut.tz_localize(None)]

@@ -197,32 +197,40 @@ def _build_shuffled(trips: pd.DataFrame, vehicles: pd.DataFrame, service_events:
 
 
 def features_dask(src: Sources, *, vehicles_per_partition: int = DEFAULT_VEHICLES_PER_PARTITION,
-                  storage_options: dict | None = None, client=None, day_end: int | None = None):
+                  storage_options: dict | None = None, client=None, as_of=None):
     """Lazy Dask DataFrame of the features table, partitioned by vehicle.
 
     The trips are read with ``dask.dataframe.read_parquet`` (any fsspec URL) and shuffled on a hash of the
     VIN into ``ceil(vehicles / vehicles_per_partition)`` partitions, so every partition holds all trips of
     its vehicles; each partition then runs the pandas engine with the fleet calendar. The small tables
     (vehicles, service events, DTC events) go to the workers once. ``segment`` is object-typed in the
-    partitions; :func:`finish` restores the pandas engine's dtype.
+    partitions; :func:`finish` restores the pandas engine's dtype. ``as_of``: as ``build_features``.
     """
     import dask
     import dask.dataframe as dd
 
+    from .features import AsOf
+
     vehicles = _read(src.vehicles, "vehicles", storage_options)
     service = _read(src.service_events, "service_events", storage_options)
     dtc = _read(src.dtc_events, "dtc_events", storage_options) if src.dtc_events else None
+    trips = dd.read_parquet(src.trips, storage_options=_so(src.trips, storage_options))
+    # meta from one vehicle, computed here (cheap) so no partition is computed twice
+    one = sorted(vehicles["vehicle_id"].astype(str))[:1]
+    t1 = _read(src.trips, "trips", storage_options, filters=[("vehicle_id", "in", one)])
+    day_end = None
+    if as_of is not None:
+        cut = AsOf(as_of)
+        service, dtc, trips, t1, day_end = (cut.service_events(service), cut.dtc_events(dtc), cut.trips(trips),
+                                            cut.trips(t1), cut.day_end)
+    # day0 is the fleet's first trip day, which a cut at the end does not move
     cal = fleet_calendar(_trip_end_days(src, storage_options, client), service, day_end)
     n_vehicles = int(vehicles["vehicle_id"].nunique())
     if n_vehicles == 0:
         raise ValueError("no vehicles")
     nparts = max(1, math.ceil(n_vehicles / max(1, vehicles_per_partition)))
-    trips = dd.read_parquet(src.trips, storage_options=_so(src.trips, storage_options))
     trips = trips.map_partitions(_with_bucket, nparts, meta=trips._meta.assign(_bucket=np.int64(0)))
     trips = trips.shuffle("_bucket", npartitions=nparts)
-    # meta from one vehicle, computed here (cheap) so no partition is computed twice
-    one = sorted(vehicles["vehicle_id"].astype(str))[:1]
-    t1 = _read(src.trips, "trips", storage_options, filters=[("vehicle_id", "in", one)])
     meta = build_partition(t1, vehicles[vehicles["vehicle_id"].isin(one)], service, dtc, cal).iloc[:0]
     small = [dask.delayed(x, pure=True) if x is not None else None for x in (vehicles, service, dtc)]
     return trips.map_partitions(_build_shuffled, *small, cal, meta, meta=meta, enforce_metadata=False,
@@ -279,7 +287,7 @@ def current_client():
 
 def run(paths: Paths | None = None, *, src: Sources | None = None, out: str | None = None, client=None,
         vehicles_per_partition: int = DEFAULT_VEHICLES_PER_PARTITION, storage_options: dict | None = None,
-        n_workers: int | None = None) -> pd.DataFrame | str:
+        n_workers: int | None = None, as_of=None) -> pd.DataFrame | str:
     """What ``autopdm features --engine dask`` calls.
 
     Reads the standard tables under ``paths`` (or ``src``: any fsspec URLs), computes on ``client`` (else the
@@ -294,7 +302,8 @@ def run(paths: Paths | None = None, *, src: Sources | None = None, out: str | No
     client = client or current_client()
     ctx = contextlib.nullcontext(client) if client is not None else local_client(n_workers)
     with ctx as c:
-        ddf = features_dask(src, vehicles_per_partition=vehicles_per_partition, storage_options=storage_options, client=c)
+        ddf = features_dask(src, vehicles_per_partition=vehicles_per_partition, storage_options=storage_options, client=c,
+                            as_of=as_of)
         if out is not None:
             ddf = ddf.assign(segment=ddf["segment"].astype("string"))
             c.compute(ddf.to_parquet(out, storage_options=_so(out, storage_options), write_index=False, compute=False),

@@ -39,10 +39,8 @@ def register(app: typer.Typer) -> None:
                 from .. import features_dask
             except ImportError:
                 raise fail("the dask engine is not installed in this build (autopdm.features_dask)") from None
-            if as_of is not None:
-                raise fail("--as-of is not supported with --engine dask yet")
             with console.status("building features on dask"):
-                df = features_dask.run(p)
+                df = features_dask.run(p, as_of=as_of)
         else:
             from ..features import build_features
 
