@@ -25,7 +25,7 @@ import can
 
 from autopdm.config import Paths
 from autopdm.ingest import can as can_ingest
-from autopdm.ingest.ecu_sim import obd_traffic
+from autopdm.sim.ecu import obd_traffic
 
 
 def generate(path: Path, n: int) -> float:

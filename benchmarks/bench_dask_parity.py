@@ -36,9 +36,10 @@ def main() -> None:
 
     import numpy as np
 
-    from autopdm import features_dask, train_dask
-    from autopdm.features import build_features
-    from autopdm.simulate import simulate_fleet
+    from autopdm.pipeline import features_dask
+    from autopdm.modeling import train_dask
+    from autopdm.pipeline.features import build_features
+    from autopdm.sim.fleet import simulate_fleet
 
     t0 = time.perf_counter()
     fleet = simulate_fleet(a.vehicles, a.days, seed=1)

@@ -35,7 +35,7 @@ def main() -> int:
 
     from autopdm import store
     from autopdm.config import Paths
-    from autopdm.features import build_features
+    from autopdm.pipeline.features import build_features
 
     tmp = None
     if a.home is None:
@@ -45,7 +45,7 @@ def main() -> int:
     out: dict = {"vehicles": a.vehicles, "days": a.days, "seed": a.seed, "engine": a.engine, "cpus": os.cpu_count(),
                  "load_avg_1m_before": os.getloadavg()[0]}
     if not paths.table("trips").exists():
-        from autopdm.simulate import simulate_fleet, write_fleet
+        from autopdm.sim.fleet import simulate_fleet, write_fleet
 
         t = time.perf_counter()
         fleet = simulate_fleet(a.vehicles, a.days, a.seed)
@@ -54,7 +54,7 @@ def main() -> int:
 
     t0 = time.perf_counter()
     if a.engine == "dask":
-        from autopdm import features_dask
+        from autopdm.pipeline import features_dask
 
         df = features_dask.run(paths)
         out["total_s"] = round(time.perf_counter() - t0, 2)

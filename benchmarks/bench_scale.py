@@ -49,7 +49,7 @@ def _pandas_features(home: str, out: str) -> None:
 
     from autopdm import store
     from autopdm.config import Paths
-    from autopdm.features import build_features
+    from autopdm.pipeline.features import build_features
 
     paths = Paths.from_env(home)
     df = build_features(store.read_table("trips", paths), store.read_table("vehicles", paths),
@@ -79,9 +79,10 @@ def main(argv=None) -> dict:
     quiet_telemetry()
     import pandas as pd
 
-    from autopdm import features_dask, store
-    from autopdm.features import build_features
-    from autopdm.simulate import simulate_fleet, write_fleet
+    from autopdm.pipeline import features_dask
+    from autopdm import store
+    from autopdm.pipeline.features import build_features
+    from autopdm.sim.fleet import simulate_fleet, write_fleet
 
     paths = Paths.from_env(a.home).ensure()
     R: dict = {"vehicles": a.vehicles, "days": a.days, "workers": a.workers, "cpus": os.cpu_count(), "steps": {}}
@@ -131,7 +132,7 @@ def main(argv=None) -> dict:
             del a_, pdf
 
         if not a.skip_training:
-            from autopdm import train_dask
+            from autopdm.modeling import train_dask
 
             comps = [c for c in a.components.split(",") if c]
             with Timer(S, "training_both_engines"):

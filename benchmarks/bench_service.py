@@ -4,7 +4,7 @@
 
 Uses the trained models and features under --home (default $AUTOPDM_HOME or ./var). Without
 champion models there, it builds a small fleet in a temporary directory first (simulate →
-features → train). Starts `bentoml serve autopdm.service:Autopdm` on 127.0.0.1 and measures:
+features → train). Starts `bentoml serve autopdm.serving.service:Autopdm` on 127.0.0.1 and measures:
 
 * in-process (the limit): LightGBM `Booster.predict` of the three models on ready float matrices of
   the same N rows, plus calibration (best of all threads / one thread); `Champion.predict` on a
@@ -44,7 +44,7 @@ def ensure_models(home: Path) -> Path:
     from autopdm.config import Paths
 
     try:
-        from autopdm.champion import load_champions
+        from autopdm.modeling.champion import load_champions
 
         load_champions(Paths.from_env(home))
         return home
@@ -59,9 +59,9 @@ def build_small_home(home: Path, n_vehicles: int = 120, days: int = 240, seed: i
     """simulate → features → train, under `home` (also used by the service tests)."""
     from autopdm import store
     from autopdm.config import Paths
-    from autopdm.features import build_features
-    from autopdm.simulate import simulate_fleet, write_fleet
-    from autopdm.train import train_all
+    from autopdm.pipeline.features import build_features
+    from autopdm.sim.fleet import simulate_fleet, write_fleet
+    from autopdm.modeling.train import train_all
 
     paths = Paths.from_env(home).ensure()
     os.environ["AUTOPDM_HOME"] = str(paths.home)
@@ -117,7 +117,7 @@ def main() -> int:
     import pandas as pd
 
     from autopdm import store
-    from autopdm.champion import load_champions
+    from autopdm.modeling.champion import load_champions
     from autopdm.config import Paths
     from autopdm.localproc import free_port, start, stop, wait_http
 
@@ -131,7 +131,7 @@ def main() -> int:
     X = sample[names].reset_index(drop=True)
 
     # in-process limit: LightGBM on ready float matrices (+ calibration), best of all threads / one thread
-    from autopdm.champion import apply_calibration
+    from autopdm.modeling.champion import apply_calibration
 
     mats = {k: X.reindex(columns=list(c.feature_names)).to_numpy(np.float64) for k, c in champions.items()}
 
@@ -166,7 +166,7 @@ def main() -> int:
     port = free_port()
     env = dict(os.environ, AUTOPDM_HOME=str(home), AUTOPDM_API_TOKEN=token)
     log = Path(home) / "bench_serve.log"
-    proc = start([sys.executable, "-m", "bentoml", "serve", "autopdm.service:Autopdm", "--host", "127.0.0.1",
+    proc = start([sys.executable, "-m", "bentoml", "serve", "autopdm.serving.service:Autopdm", "--host", "127.0.0.1",
                   "--port", str(port)], env, log)
     base = f"http://127.0.0.1:{port}"
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}

@@ -32,7 +32,7 @@ def main() -> None:
     a = ap.parse_args()
 
     t_import = time.perf_counter()
-    from autopdm.simulate import simulate_fleet, write_fleet
+    from autopdm.sim.fleet import simulate_fleet, write_fleet
     from autopdm.config import Paths
 
     t0 = time.perf_counter()

@@ -48,17 +48,17 @@ def main() -> int:
     out: dict = {"vehicles": a.vehicles, "days": a.days, "seed": a.seed, "cpus": os.cpu_count(),
                  "load_avg_1m_before": os.getloadavg()[0]}
     if not paths.table("features").exists():
-        from autopdm.features import build_features
+        from autopdm.pipeline.features import build_features
 
         if not paths.table("trips").exists():
-            from autopdm.simulate import simulate_fleet, write_fleet
+            from autopdm.sim.fleet import simulate_fleet, write_fleet
 
             write_fleet(simulate_fleet(a.vehicles, a.days, a.seed), paths)
         df = build_features(store.read_table("trips", paths), store.read_table("vehicles", paths),
                             store.read_table("service_events", paths), store.read_dtc_events(paths))
         store.write_table(df, "features", paths)
 
-    from autopdm.train import train_all
+    from autopdm.modeling.train import train_all
 
     t = time.perf_counter()
     res = train_all(paths, seed=a.seed)

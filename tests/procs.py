@@ -9,7 +9,8 @@ from pathlib import Path
 
 import httpx
 
-from autopdm import recommend
+from autopdm import components
+from autopdm.serving import recommend
 from autopdm.localproc import start, stop, wait_http  # noqa: F401  (re-exported for the tests)
 
 AUTOPDM = str(Path(sys.executable).parent / "autopdm")
@@ -39,14 +40,14 @@ def fake_work_orders(n: int, as_of: str = "2026-06-01") -> list[dict]:
     out = []
     for i in range(n):
         vin = f"WVWZZZ1KZ{i:08d}"
-        comp = recommend.COMPONENTS[i % 3]
+        comp = components.names()[i % 3]
         risk = 0.3 + 0.6 * (i % 7) / 7
         win = recommend.recommended_window(as_of, risk)
         out.append({
             "work_order_id": recommend.work_order_id(vin, comp, win),
             "vehicle_id": vin, "customer_id": f"C{i:05d}", "channel": "sms", "component": comp,
             "risk": round(risk, 4), "risk_band": recommend.risk_band(risk, 0.3),
-            "recommended_window": win, "recommended_action": recommend.ACTIONS[comp],
+            "recommended_window": win, "recommended_action": components.get(comp).action,
             "evidence": [{"feature": "x_7d", "value": 1.0, "contribution": 0.2}],
             "model": {"name": f"autopdm-{comp}", "version": "1"}, "created_at": "2026-06-01T00:00:00+00:00",
         })

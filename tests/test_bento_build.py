@@ -16,5 +16,5 @@ def test_bentoml_build(tmp_path):
     bentos = list((tmp_path / "bentoml" / "bentos" / "autopdm").glob("*/bento.yaml"))
     assert len(bentos) == 1
     src = bentos[0].parent / "src"
-    assert (src / "src" / "autopdm" / "service.py").exists() or (src / "autopdm" / "service.py").exists()
+    assert (src / "src" / "autopdm" / "serving" / "service.py").exists() or (src / "autopdm" / "serving" / "service.py").exists()
     assert not list(src.rglob("*.parquet")) and not list(src.rglob("mlflow.db"))  # no runtime state or data

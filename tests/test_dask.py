@@ -6,9 +6,11 @@ import fsspec
 import pandas as pd
 import pytest
 
-from autopdm import features_dask, store, train_dask
-from autopdm.features import build_features
-from autopdm.simulate import simulate_fleet, write_fleet
+from autopdm.pipeline import features_dask
+from autopdm import store
+from autopdm.modeling import train_dask
+from autopdm.pipeline.features import build_features
+from autopdm.sim.fleet import simulate_fleet, write_fleet
 
 ROUNDS = 60  # both engines, fixed: the comparison is of engines, not of early stopping
 
@@ -117,9 +119,9 @@ def test_dask_training_from_dask_dataframe(train_features, cluster):
     import dask.dataframe as dd
     import numpy as np
 
-    from autopdm.features import feature_columns
-    from autopdm.split import time_vehicle_split
-    from autopdm.train import _fit_booster
+    from autopdm.pipeline.features import feature_columns
+    from autopdm.modeling.split import time_vehicle_split
+    from autopdm.modeling.fit import fit_booster as _fit_booster
 
     feats = feature_columns(train_features)
     split = time_vehicle_split(train_features, seed=0)

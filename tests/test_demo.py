@@ -4,7 +4,7 @@ import io
 
 from rich.console import Console
 
-from autopdm import COMPONENTS, demo
+from autopdm import components, demo
 from autopdm.config import Paths
 
 
@@ -15,10 +15,10 @@ def test_demo_end_to_end(home):
     # raw 1 Hz samples re-summarised give back the simulated trips; nothing quarantined
     n_same, n_sim, err = r["trips_reproduced"]
     assert n_sim > 0 and n_same == n_sim and err < 1e-6 and r["quarantined"] == 0
-    assert all(r["train"][c]["version"] for c in COMPONENTS)
+    assert all(r["train"][c]["version"] for c in components.names())
     # the CRM's call: every asked vehicle answered or listed as unknown; no token → 401
     assert r["assess"]["unknown"] == ["WVWZZZ1KZ6W999999"] and len(r["assess"]["vehicles"]) == 5
-    assert all(set(v["components"]) == set(COMPONENTS) for v in r["assess"]["vehicles"])
+    assert all(set(v["components"]) == set(components.names()) for v in r["assess"]["vehicles"])
     assert r["unauthorized_status"] == 401
     # every enqueued work order reached the receiver exactly once; re-scoring sends nothing again
     assert r["score"]["enqueued"] > 0

@@ -7,8 +7,12 @@ import pandas as pd
 import pytest
 
 from autopdm import schemas
-from autopdm.features import HORIZON_DAYS, LABEL_COLUMNS, build_features, feature_columns
-from autopdm.split import time_vehicle_split
+from autopdm import components
+from autopdm.pipeline.features import HORIZON_DAYS, build_features, feature_columns
+
+LABEL_COLUMNS = ([c.label for c in components.all_components()] + [c.days_to_need for c in components.all_components()]
+                 + ["label_complete"])
+from autopdm.modeling.split import time_vehicle_split
 
 
 def hand_fleet(n: int = 12, days: int = 150, seed: int = 0):

@@ -14,9 +14,9 @@ import pytest
 
 from autopdm import store
 from autopdm.ingest import can as can_ingest
-from autopdm.ingest import ecu_sim
-from autopdm.ingest.elm327_sim import DEFAULT_VIN
-from autopdm.ingest.isotp import ObdDecoder
+from autopdm.sim import ecu as ecu_sim
+from autopdm.sim.elm327 import DEFAULT_VIN
+from autopdm.ingest.codecs.isotp import ObdDecoder
 
 CLI = [sys.executable, "-c", "from autopdm.cli import main; main()"]
 FORMATS = [".asc", ".blf", ".trc", ".log", ".csv", ".asc.gz", ".log.gz", ".trc.gz", ".csv.gz"]
@@ -186,7 +186,7 @@ def test_dbc_decode_hyundai_ccan(home, tmp_path):
     pytest.importorskip("opendbc")
     import cantools
 
-    from autopdm.ingest.dbc import DbcDecoder, resolve_dbc
+    from autopdm.ingest.codecs.dbc import DbcDecoder, resolve_dbc
 
     example = Path(__file__).parents[1] / "examples" / "hyundai_2015_ccan_signals.yaml"
     db = cantools.database.load_file(str(resolve_dbc("opendbc:hyundai_2015_ccan.dbc")))

@@ -23,7 +23,7 @@ obd = pytest.importorskip("obd")
 
 from autopdm import store  # noqa: E402
 from autopdm.ingest import spool  # noqa: E402
-from autopdm.ingest.elm327_sim import DEFAULT_VIN, Elm327Simulator  # noqa: E402
+from autopdm.sim.elm327 import DEFAULT_VIN, Elm327Simulator  # noqa: E402
 
 from .test_ingest_upload import TelemetryServer  # noqa: E402
 

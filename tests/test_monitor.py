@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from autopdm import monitor, store
 from autopdm.cli import app
-from autopdm.features import build_features
-from autopdm.simulate import simulate_fleet, write_fleet
+from autopdm.pipeline.features import build_features
+from autopdm.sim.fleet import simulate_fleet, write_fleet
 
 N_VEHICLES, DAYS, SEED = 200, 730, 1   # two years: the reference holds the current window's season a year earlier
 FAST = {"num_iterations": 40, "early_stopping_rounds": 10}
@@ -24,7 +24,7 @@ def _features(fleet) -> pd.DataFrame:
 @pytest.fixture
 def trained(home):
     """A mixed-climate fleet, its features and champions (few boosting rounds: the model is not under test)."""
-    from autopdm.train import train_all
+    from autopdm.modeling.train import train_all
 
     fleet = simulate_fleet(N_VEHICLES, DAYS, seed=SEED)
     write_fleet(fleet, home)

@@ -10,7 +10,9 @@ import time
 import httpx
 import pytest
 
-from autopdm.outbox import DELIVERED, PARKED, PENDING, Dispatcher, Outbox, backoff_delay, sign, verify
+from autopdm.delivery.dispatcher import Dispatcher, backoff_delay
+from autopdm.delivery.outbox import DELIVERED, PARKED, PENDING, Outbox
+from autopdm.delivery.webhook import sign, verify
 
 from .conftest import free_port
 from .procs import AUTOPDM, SECRET, env_for, fake_work_orders, receiver_stats, start, start_receiver, stop

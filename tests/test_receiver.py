@@ -7,7 +7,8 @@ import json
 import httpx
 import pytest
 
-from autopdm.outbox import encode_body, sign
+from autopdm.delivery.outbox import encode_body
+from autopdm.delivery.webhook import sign
 
 from .conftest import free_port
 from .procs import SECRET, fake_work_orders, receiver_stats, start_receiver, stop

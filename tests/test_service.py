@@ -14,9 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from autopdm import recommend, store
+from autopdm.serving import recommend
+from autopdm import store
 from autopdm.config import Paths
-from autopdm.outbox import DELIVERED, Outbox
+from autopdm.delivery.outbox import DELIVERED, Outbox
 
 from .conftest import free_port
 from .procs import AUTOPDM, env_for, receiver_stats, start, start_receiver, stop, wait_http
@@ -70,7 +71,7 @@ def server(fleet_home, tmp_path_factory):
     log = tmp_path_factory.mktemp("logs") / "serve.log"
     env = env_for(fleet_home, AUTOPDM_API_TOKEN=TOKEN, AUTOPDM_MAX_BODY_BYTES=str(1 << 20),
                   AUTOPDM_ASSESS_HISTORY_DAYS="60")  # older as_of days go through the Parquet path
-    proc = start([sys.executable, "-m", "bentoml", "serve", "autopdm.service:Autopdm", "--host", "127.0.0.1",
+    proc = start([sys.executable, "-m", "bentoml", "serve", "autopdm.serving.service:Autopdm", "--host", "127.0.0.1",
                   "--port", str(port)], env, log)
     try:
         wait_http(f"http://127.0.0.1:{port}/readyz", 120, proc, log)
@@ -181,7 +182,7 @@ def test_assess_bad_bodies_name_the_field(server, body, field):
 
 
 def test_predict_matches_in_process(server, fleet):
-    from autopdm.champion import load_champions
+    from autopdm.modeling.champion import load_champions
 
     url, _ = server
     p, feats, _ = fleet
@@ -283,7 +284,7 @@ def test_fuzz_malformed_bodies_never_500(server):
 # -- batch scoring → outbox → receiver ---------------------------------------------------------
 
 def test_score_emit_with_receiver_down_then_up_delivers_each_once(fleet_home, fleet, tmp_path, monkeypatch):
-    from autopdm.score import score_fleet
+    from autopdm.serving.score import score_fleet
 
     p, feats, _ = fleet
     port = free_port()

@@ -6,8 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from autopdm import drivecycles, schemas, store, trips, wear
-from autopdm.simulate import Fleet, simulate_fleet, vin_check_digit, write_fleet
+from autopdm.sim import drivecycles, wear
+from autopdm import schemas, store
+from autopdm.pipeline import trips
+from autopdm.sim.fleet import Fleet, simulate_fleet, vin_check_digit, write_fleet
 
 pytestmark = pytest.mark.filterwarnings("ignore:Mean of empty slice")
 
@@ -210,7 +212,7 @@ def test_write_fleet_keeps_recorded_trips(home, raw_fleet):
 
 def test_fuel_level_stays_in_range_on_very_long_trips():
     # a 2,000 km day once drove the tank to −200 % and every reading went to quarantine
-    from autopdm.simulate import fuel_level
+    from autopdm.sim.fleet import fuel_level
 
     km = np.linspace(0, 2000, 4001)
     f = fuel_level(np.full_like(km, 60.0), km)

@@ -9,10 +9,13 @@ import pandas as pd
 import pytest
 
 from autopdm import store
-from autopdm.features import COMPONENTS, build_features, feature_columns
-from autopdm.train import gate_decision
+from autopdm import components
+from autopdm.pipeline.features import build_features, feature_columns
 
-pytest.importorskip("autopdm.simulate")
+COMPONENTS = components.names()
+from autopdm.modeling.train import gate_decision
+
+pytest.importorskip("autopdm.sim.fleet")
 
 FAST = {"num_iterations": 150, "learning_rate": 0.1, "early_stopping_rounds": 20}  # keep the suite quick
 
@@ -20,7 +23,7 @@ FAST = {"num_iterations": 150, "learning_rate": 0.1, "early_stopping_rounds": 20
 @pytest.fixture
 def tiny_fleet(home):
     """A small simulated fleet with its features table under the per-test $AUTOPDM_HOME."""
-    from autopdm.simulate import simulate_fleet
+    from autopdm.sim.fleet import simulate_fleet
 
     fleet = simulate_fleet(150, 420, seed=7)
     store.write_table(fleet.trips, "trips", home)
@@ -46,8 +49,9 @@ def test_train_registers_three_models_sets_champion_and_gate_refuses_worse(tiny_
     import mlflow
     from mlflow import MlflowClient
 
-    from autopdm.champion import ChampionError, latest_feature_rows, load_champions
-    from autopdm.train import train_all
+    from autopdm.modeling.champion import ChampionError, load_champions
+    from autopdm.serving.feature_index import latest_feature_rows
+    from autopdm.modeling.train import train_all
 
     paths, df = tiny_fleet
     res = train_all(paths, params=FAST)
@@ -114,7 +118,7 @@ def test_cli_features_and_evaluate(tiny_fleet, monkeypatch):
     from typer.testing import CliRunner
 
     from autopdm.cli import app
-    from autopdm.train import train_all
+    from autopdm.modeling.train import train_all
 
     paths, df = tiny_fleet
     runner = CliRunner()

@@ -3,7 +3,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from autopdm import store, trips
+from autopdm import store
+from autopdm.pipeline import trips
 from autopdm.cli import app
 from autopdm.ingest import csvlogs
 

@@ -1,19 +1,91 @@
-"""Where runtime state lives. Everything is under $AUTOPDM_HOME (default ./var)."""
+"""Settings and paths: the one place that reads the environment.
+
+Every setting is an ``AUTOPDM_*`` environment variable (or a line of ``.env`` in the working
+directory), typed and defaulted here; ``autopdm config`` prints the effective values, where each
+came from, and masks secrets. Runtime state lives under ``home`` (default ``./var``).
+
+Settings are read when asked for (``Settings()``), not cached at import: a test or a command that
+changes the environment sees its own values.
+"""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
+
+from dotenv import dotenv_values  # installed with pydantic-settings
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "AUTOPDM_"
+
+
+class Settings(BaseSettings):
+    """All of autopdm's settings. Field descriptions are the documentation (README table, `autopdm config`)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
+
+    home: Path = Field(Path("var"), description="where all runtime state lives (telemetry, tables, MLflow, outbox, reports)")
+    api_token: Optional[SecretStr] = Field(None, description="bearer token with every role (the embedded default); "
+                                                             "without one the protected endpoints refuse everything")
+    crm_webhook_url: Optional[str] = Field(None, description="where work orders are delivered (http(s):// webhook; "
+                                                             "file:// appends them to a JSON Lines file)")
+    crm_webhook_secret: Optional[SecretStr] = Field(None, description="shared secret the webhook signature is made with")
+    outbox_backoff_base_s: float = Field(1.0, gt=0, description="first retry delay of a failed delivery (doubles per attempt)")
+    outbox_backoff_cap_s: float = Field(600.0, gt=0, description="longest delay between two delivery attempts")
+    alert_budget: float = Field(1.5, gt=0, description="alerts allowed per component, as a multiple of the need prevalence")
+    min_precision: float = Field(0.5, ge=0, le=1, description="alert precision the operating threshold aims for")
+    lgb_threads: Optional[int] = Field(None, ge=1, description="LightGBM threads (default: all cores but one)")
+    max_body_bytes: int = Field(16 << 20, ge=1024, description="largest request body the service accepts")
+    assess_history_days: int = Field(400, ge=0, description="days of feature history /assess keeps in memory (0 = all)")
+    assess_cache: int = Field(100_000, ge=0, description="scored vehicle-days /assess keeps (0 disables the cache)")
+    service_workers: int = Field(1, ge=1, description="BentoML worker processes")
+    access_log: bool = Field(False, description="log every request (costs ~0.7 ms a call)")
+    tracing: bool = Field(False, description="OpenTelemetry spans for /assess and /predict too")
+    receiver_log: bool = Field(False, description="the reference CRM receiver logs every request")
+    cycles: Optional[Path] = Field(None, description="drive-cycle library for the simulator (default: the shipped one)")
+    cache: bool = Field(True, description="cache the simulator's drive-cycle variants under ~/.cache/autopdm")
+    mlflow_tracking_uri: Optional[str] = Field(None, validation_alias="MLFLOW_TRACKING_URI",
+                                               description="MLflow tracking store (default sqlite:///<home>/mlflow.db)")
+
+    def secret(self, name: str) -> str:
+        """A secret's value ('' when unset)."""
+        v = getattr(self, name)
+        return v.get_secret_value() if v is not None else ""
+
+
+def effective(settings: Settings | None = None) -> list[dict]:
+    """Each setting: name, value (secrets masked), where it came from, description."""
+    s = settings or Settings()
+    dotenv = {k.upper(): v for k, v in dotenv_values(".env").items()} if Path(".env").exists() else {}
+    out = []
+    for name, field in Settings.model_fields.items():
+        var = field.validation_alias if isinstance(field.validation_alias, str) else ENV_PREFIX + name.upper()
+        if var in os.environ:
+            source = "environment"
+        elif var in dotenv:
+            source = ".env"
+        else:
+            source = "default"
+        value = getattr(s, name)
+        if isinstance(value, SecretStr):
+            value = "********"
+        out.append({"variable": var, "value": "" if value is None else str(value), "source": source,
+                    "description": field.description or ""})
+    return out
 
 
 @dataclass(frozen=True)
 class Paths:
     home: Path
+    tracking_override: Optional[str] = None
 
     @classmethod
     def from_env(cls, home: str | os.PathLike | None = None) -> "Paths":
-        return cls(Path(home or os.environ.get("AUTOPDM_HOME", "var")).resolve())
+        s = Settings()
+        return cls(Path(home or s.home).resolve(), s.mlflow_tracking_uri)
 
     @property
     def telemetry(self) -> Path:
@@ -49,7 +121,7 @@ class Paths:
 
     @property
     def tracking_uri(self) -> str:
-        return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.mlflow_db}"
+        return self.tracking_override or f"sqlite:///{self.mlflow_db}"
 
     @property
     def artifacts(self) -> Path:

@@ -8,7 +8,6 @@ drift report → summary. The servers are stopped whatever happens.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import shutil
@@ -21,9 +20,16 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from . import COMPONENTS, store, trips
-from .config import Paths
-from .localproc import free_port, running
+from autopdm import components, monitor, store
+from autopdm.config import Paths, Settings
+from autopdm.delivery.dispatcher import Dispatcher
+from autopdm.delivery.outbox import Outbox
+from autopdm.localproc import free_port, running
+from autopdm.modeling.train import train_all
+from autopdm.pipeline import trips
+from autopdm.pipeline.features import build_features
+from autopdm.serving.score import score_fleet
+from autopdm.sim.fleet import simulate_fleet, write_fleet
 
 
 @dataclass
@@ -36,11 +42,6 @@ class DemoConfig:
 
 
 def run(cfg: DemoConfig, paths: Paths, console: Console) -> dict:
-    from .features import build_features
-    from .score import score_fleet
-    from .simulate import simulate_fleet, write_fleet
-    from .train import train_all
-
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
 
@@ -82,8 +83,9 @@ def run(cfg: DemoConfig, paths: Paths, console: Console) -> dict:
     step("train")
 
     as_of = str(pd.to_datetime(feats["date"]).max().date())
-    token = os.environ.get("AUTOPDM_API_TOKEN") or secrets.token_urlsafe(24)
-    secret = os.environ.get("AUTOPDM_CRM_WEBHOOK_SECRET") or secrets.token_hex(16)
+    settings = Settings()
+    token = settings.secret("api_token") or secrets.token_urlsafe(24)
+    secret = settings.secret("crm_webhook_secret") or secrets.token_hex(16)
     svc_port, crm_port = free_port(), free_port()
     env = dict(os.environ, AUTOPDM_HOME=str(paths.home), AUTOPDM_API_TOKEN=token,
                AUTOPDM_CRM_WEBHOOK_SECRET=secret, BENTOML_DO_NOT_TRACK="true", DO_NOT_TRACK="true")
@@ -91,7 +93,7 @@ def run(cfg: DemoConfig, paths: Paths, console: Console) -> dict:
     console.rule(f"5. BentoML service on 127.0.0.1:{svc_port}, CRM receiver on 127.0.0.1:{crm_port}")
     with running([sys.executable, "-m", "autopdm.cli", "crm-receiver", "--port", str(crm_port)], env,
                  paths.home / "crm-receiver.log", f"http://127.0.0.1:{crm_port}/healthz", 30), \
-         running([sys.executable, "-m", "bentoml", "serve", "autopdm.service:Autopdm", "--host", "127.0.0.1",
+         running([sys.executable, "-m", "bentoml", "serve", "autopdm.serving.service:Autopdm", "--host", "127.0.0.1",
                   "--port", str(svc_port)], env, paths.home / "service.log", f"http://127.0.0.1:{svc_port}/readyz", 120):
         step("start servers")
 
@@ -113,8 +115,6 @@ def run(cfg: DemoConfig, paths: Paths, console: Console) -> dict:
         os.environ["AUTOPDM_CRM_WEBHOOK_URL"] = crm_url
         os.environ["AUTOPDM_CRM_WEBHOOK_SECRET"] = secret
         sc = score_fleet(as_of, paths, emit=True, deliver=True)
-        from .outbox import Dispatcher, Outbox
-
         ob = Outbox.open(paths)
         with Dispatcher(ob, crm_url, secret, timeout=5.0) as d:
             d.run(until_empty=True, max_seconds=60)
@@ -125,21 +125,17 @@ def run(cfg: DemoConfig, paths: Paths, console: Console) -> dict:
                       f"outbox {ob.status()['counts']}; receiver {received}")
         step("score and deliver")
 
-    report = None
-    with contextlib.suppress(ImportError):
-        from . import monitor
-
-        console.rule("8. drift report (Evidently)")
-        with console.status("drift report"):
-            report = monitor.run_monitor(paths, features=feats)
-        console.print(f"drift: {report.drift} ({len(report.drifted_columns)} of {report.n_columns} columns, "
-                      f"share {report.drift_share:.2f}); report {report.report_path}")
-        step("monitor")
+    console.rule("8. drift report (Evidently)")
+    with console.status("drift report"):
+        report = monitor.run_monitor(paths, features=feats)
+    console.print(f"drift: {report.drift} ({len(report.drifted_columns)} of {report.n_columns} columns, "
+                  f"share {report.drift_share:.2f}); report {report.report_path}")
+    step("monitor")
 
     _summary(console, res, sc, paths, timings)
     return {"train": res, "score": sc.summary(), "rescore": again_sc.summary(), "timings": timings, "received": received,
             "assess": body, "unauthorized_status": unauth, "trips_reproduced": (len(same), len(sim), float(err)),
-            "quarantined": quarantined, "drift": None if report is None else report.drift}
+            "quarantined": quarantined, "drift": report.drift}
 
 
 def _summary(console: Console, res: dict, sc, paths: Paths, timings: dict) -> None:
@@ -147,7 +143,7 @@ def _summary(console: Console, res: dict, sc, paths: Paths, timings: dict) -> No
     # narrow enough for an 80-column log: the full metrics are in MLflow
     t = Table("component", "model", "champion", "EW recall", "precision", "PR-AUC", "baseline", "orders")
     by_comp = pd.Series([wo["component"] for wo in sc.work_orders], dtype=object).value_counts()
-    for c in COMPONENTS:
+    for c in components.names():
         r = res.get(c, {})
         m, b = r.get("metrics", {}), r.get("baseline", {})
 

@@ -54,12 +54,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import store
-from .config import Paths, quiet_telemetry
+from autopdm import components, store
+from autopdm.modeling import tracking
+from autopdm.modeling.champion import load_champions
+from autopdm.config import Paths, quiet_telemetry
 
 log = logging.getLogger(__name__)
 
-COMPONENTS = ("brake", "tire", "battery")
 REFERENCE_ARTIFACT = "monitor/reference.parquet"
 EXPERIMENT = "autopdm-monitor"
 DEFAULT_DRIFT_SHARE = 0.1
@@ -152,17 +153,13 @@ def log_reference(train_rows: pd.DataFrame, feature_names=None, max_rows: int = 
     return run_id
 
 
-def champion_run_ids(paths: Paths, components=COMPONENTS) -> dict[str, str]:
+def champion_run_ids(paths: Paths, names=None) -> dict[str, str]:
     """component → source run id of the version that holds the ``champion`` alias."""
-    import mlflow
-    from mlflow import MlflowClient
-
-    mlflow.set_tracking_uri(paths.tracking_uri)
-    client = MlflowClient()
+    client = tracking.client(paths)
     out = {}
-    for comp in components:
+    for comp in components.check(names or components.names()):
         try:
-            mv = client.get_model_version_by_alias(f"autopdm-{comp}", "champion")
+            mv = client.get_model_version_by_alias(components.get(comp).model_name, components.CHAMPION_ALIAS)
         except Exception:  # no such model / alias
             continue
         if mv.run_id:
@@ -186,10 +183,8 @@ def resolve_reference(paths: Paths, features: pd.DataFrame, run_id: str | None,
     """Reference rows and how they were found (see the module docstring)."""
     if run_id:
         import mlflow
-        from mlflow import MlflowClient
 
-        mlflow.set_tracking_uri(paths.tracking_uri)
-        client = MlflowClient()
+        client = tracking.client(paths)
         try:
             run = client.get_run(run_id)
         except Exception as exc:
@@ -342,8 +337,6 @@ def run_monitor(paths: Paths | None = None, reference: str | None = None, curren
     if features.empty:
         raise MonitorError("the features table is empty: run `autopdm features` first")
     if champions is None:
-        from .champion import load_champions
-
         champions = load_champions(paths)
     if not champions:
         raise MonitorError("no champion models: run `autopdm train` first")
@@ -359,7 +352,7 @@ def run_monitor(paths: Paths | None = None, reference: str | None = None, curren
     run_id = reference
     if run_id is None:
         runs = champion_run_ids(paths, list(champions))
-        run_id = next((runs[c] for c in COMPONENTS if c in runs), None)
+        run_id = next((runs[c] for c in components.names() if c in runs), None)
         if len(set(runs.values())) > 1:
             notes.append(f"champions come from different runs {runs}; reference taken from {run_id}")
     ref, source = resolve_reference(paths, features, run_id, start)

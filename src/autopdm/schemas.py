@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from autopdm import components
+
 TS = pa.timestamp("ms", tz="UTC")
 VIN_RE = re.compile(r"^[A-HJ-NPR-Z0-9]{17}$")  # ISO 3779: no I, O or Q
 
@@ -96,7 +98,6 @@ VEHICLES = pa.schema(
     ]
 )
 
-SERVICE_COMPONENTS = ("brake", "tire", "battery", "other")
 SERVICE_ACTIONS = ("replace", "inspect", "repair")
 SERVICE_EVENTS = pa.schema(
     [
@@ -228,7 +229,8 @@ def validate(df: pd.DataFrame, table: str, origin: str = "") -> Validated:
     elif table == "vehicles":
         _reject(reasons, ~conformed["preferred_channel"].isin(CHANNELS), "preferred_channel", f"not one of {CHANNELS}")
     elif table == "service_events":
-        _reject(reasons, ~conformed["component"].isin(SERVICE_COMPONENTS), "component", f"not one of {SERVICE_COMPONENTS}")
+        allowed = components.service_components()
+        _reject(reasons, ~conformed["component"].isin(allowed), "component", f"not one of {allowed}")
         _reject(reasons, ~conformed["action"].isin(SERVICE_ACTIONS), "action", f"not one of {SERVICE_ACTIONS}")
         _reject(reasons, conformed["date"].isna(), "date", "missing")
 

@@ -19,8 +19,8 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from . import schemas
-from .config import Paths
+from autopdm import schemas
+from autopdm.config import Paths
 
 
 def atomic_write_parquet(table: pa.Table, path: Path) -> Path:

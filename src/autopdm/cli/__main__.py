@@ -1,3 +1,3 @@
-from . import app
+from autopdm.cli import app
 
 app()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from .common import console
+from autopdm import demo
+from autopdm.cli.common import console
+from autopdm.config import Paths
 
 
 def register(app: typer.Typer) -> None:
@@ -15,9 +17,6 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(7),
     ) -> None:
         """Simulate a fleet, train, serve, score and deliver work orders to a local CRM receiver."""
-        from .. import demo
-        from ..config import Paths
-
         paths = demo.fresh_home(Paths.from_env())
         console.print(f"demo home: {paths.home} (started empty)")
         demo.run(demo.DemoConfig(vehicles=vehicles, days=days, seed=seed), paths, console)

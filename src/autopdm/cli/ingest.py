@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import signal
+import sys
+import time
 from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.live import Live
+from rich.table import Table
 
-from .common import clear_errors, console, fail, paths, progress
+from autopdm.cli.common import clear_errors, console, fail, paths, progress
+from autopdm.ingest import can as can_ingest
+from autopdm.ingest import csvlogs
+from autopdm.ingest import upload as up
+from autopdm.ingest.codecs import dbc as dbc_mod
 
 ingest_app = typer.Typer(help="Record or import telemetry into canonical samples.", no_args_is_help=True)
 
@@ -21,8 +30,6 @@ def ingest_csv(
     start: Optional[str] = typer.Option(None, "--start", help="UTC time of the first row, for logs without timestamps"),
 ) -> None:
     """Import third-party CSV logs."""
-    from ..ingest import csvlogs
-
     p = paths()
     with clear_errors(csvlogs.CsvFormatError, ValueError), progress() as bar:
         task = bar.add_task(f"importing {format}", total=len(files))
@@ -36,8 +43,6 @@ def ingest_csv(
 def _stop_on_signals(stop):
     """Ctrl-C / SIGTERM ask the recorder to stop (it then commits and flushes) instead of raising
     in the middle of a write. Previous handlers come back afterwards."""
-    import signal
-
     sigs = (signal.SIGINT, signal.SIGTERM)
     try:
         old = {s: signal.signal(s, lambda *_: stop()) for s in sigs}
@@ -52,8 +57,6 @@ def _stop_on_signals(stop):
 
 
 def _render_obd(stats):
-    from rich.table import Table
-
     t = Table(title=f"autopdm ingest obd — {stats.state}", show_header=False, expand=False)
     t.add_column(style="bold")
     t.add_column()
@@ -84,11 +87,7 @@ def ingest_obd(
     print_batches: bool = typer.Option(False, "--print-batches", help="print each committed batch id on stdout"),
 ) -> None:
     """Record live from an ELM327 dongle (python-OBD): spool first, then the store."""
-    import sys
-
-    from rich.live import Live
-
-    from ..ingest import obd as obd_ingest
+    from autopdm.ingest import obd as obd_ingest  # python-OBD is GPL-2.0-only: imported only by this command
 
     p = paths()
     on_batch = None
@@ -107,7 +106,7 @@ def ingest_obd(
                 stats = rec.run()
     for e in stats.events:
         console.print(e)
-    elapsed = max(1e-9, __import__("time").monotonic() - stats.started)
+    elapsed = max(1e-9, time.monotonic() - stats.started)
     console.print(f"{stats.samples:,} samples, {stats.dtc_events} DTC events in {stats.batches} batches "
                   f"({stats.samples / elapsed:.1f} samples/s, {stats.queries / elapsed:.1f} requests/s); "
                   f"{stats.trips_closed} trip(s) closed, {stats.reconnects} reconnect(s); vehicle {stats.vehicle_id}")
@@ -128,9 +127,6 @@ def ingest_can(
     resolution: float = typer.Option(1.0, "--resolution", help="seconds per sample row"),
 ) -> None:
     """Import CAN logs or record a live bus: OBD-II over ISO-TP, and DBC signals."""
-    from ..ingest import can as can_ingest
-    from ..ingest import dbc as dbc_mod
-
     if bool(log) == bool(interface):
         raise fail("give either --log FILE or --interface I --channel C")
     if interface and not channel:
@@ -170,8 +166,6 @@ def upload_cmd(
     max_attempts: int = typer.Option(8, "--max-attempts", help="tries per batch before giving up (backoff doubles)"),
 ) -> None:
     """Send spooled batches to the service; delete segments once acknowledged."""
-    from ..ingest import upload as up
-
     p = paths()
     pending = up.count_pending(p)
     if not pending:

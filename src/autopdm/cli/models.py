@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Optional
 
 import typer
 
-from .common import console, fail, paths
-
-COMPONENTS = ("brake", "tire", "battery")
-
+from autopdm import components, store
+from autopdm.cli.common import console, fail, paths
+from autopdm.modeling.champion import ChampionError
+from autopdm.modeling.reports import evaluate_champions, export_metadata
+from autopdm.modeling.tracking import ensure_store
+from autopdm.modeling.train import train_all
+from autopdm.pipeline import features_dask
+from autopdm.pipeline.features import build_features
 
 def _fmt(v) -> str:
     try:
@@ -26,24 +31,14 @@ def register(app: typer.Typer) -> None:
         engine: str = typer.Option("pandas", "--engine", help="pandas | dask"),
     ) -> None:
         """Daily features and labels per vehicle → var/features/features.parquet."""
-        import time
-
-        from .. import store
-
         p = paths()
         if engine not in ("pandas", "dask"):
             raise fail(f"--engine must be pandas or dask, not {engine!r}")
         t0 = time.perf_counter()
         if engine == "dask":
-            try:
-                from .. import features_dask
-            except ImportError:
-                raise fail("the dask engine is not installed in this build (autopdm.features_dask)") from None
             with console.status("building features on dask"):
                 df = features_dask.run(p, as_of=as_of)
         else:
-            from ..features import build_features
-
             trips = store.read_table("trips", p)
             if trips.empty:
                 raise fail(f"no trips in {p.table('trips')}: run `autopdm simulate` or `autopdm trips` first")
@@ -52,8 +47,6 @@ def register(app: typer.Typer) -> None:
                                     store.read_dtc_events(p), as_of=as_of)
             store.write_table(df, "features", p)
         # the next step is usually `mlflow run . -e train`: have the tracking store ready under var/
-        from ..tracking import ensure_store
-
         ensure_store(p)
         n_feat = len([c for c in df.columns if not c.startswith(("label_", "days_to_need_"))]) - 3
         console.print(f"{len(df):,} rows × {n_feat} features for {df['vehicle_id'].nunique():,} vehicles "
@@ -62,23 +55,21 @@ def register(app: typer.Typer) -> None:
 
     @app.command("train")
     def train_cmd(
-        component: Optional[str] = typer.Option(None, "--component", help="brake | tire | battery | all (default: all)"),
+        component: Optional[str] = typer.Option(None, "--component", help="one registered component (brake, tire, battery) or all (default)"),
         engine: str = typer.Option("pandas", "--engine", help="pandas | dask"),
         seed: int = typer.Option(0, "--seed"),
         no_promote: bool = typer.Option(False, "--no-promote", help="register but never move the champion alias"),
         as_json: bool = typer.Option(False, "--json", help="print the results as JSON on stdout"),
     ) -> None:
         """Train, evaluate, register and gate the models in MLflow (alias `champion`)."""
-        from ..train import train_all
-
         p = paths()
-        component = None if component in (None, "all") else component
-        comps = COMPONENTS if component is None else (component,)
-        if component is not None and component not in COMPONENTS:
-            raise fail(f"--component must be one of {', '.join(COMPONENTS)}, not {component!r}")
+        try:
+            comps = components.names() if component in (None, "all") else tuple(components.check([component]))
+        except components.UnknownComponent as exc:
+            raise fail(f"--component: {exc}") from None
         try:
             res = train_all(p, components=comps, engine=engine, seed=seed, promote=not no_promote)
-        except (ValueError, FileNotFoundError, NotImplementedError) as exc:
+        except (ValueError, FileNotFoundError) as exc:
             raise fail(str(exc)) from None
         _print_results(res)
         if as_json:
@@ -91,9 +82,6 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
         """Score the current champions on the held-out split; baselines beside; report to var/reports."""
-        from ..champion import ChampionError, export_metadata
-        from ..evaluate import evaluate_champions
-
         p = paths()
         try:
             rep = evaluate_champions(p, seed=seed)

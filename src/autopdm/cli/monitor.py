@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from .common import console, fail, paths
+from autopdm import monitor
+from autopdm.cli.common import console, fail, paths
 
 
 def register(app: typer.Typer) -> None:
@@ -22,8 +23,6 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="print the summary as JSON on stdout"),
     ) -> None:
         """Drift of the current feature window and of the champions' risk against the training reference."""
-        from .. import monitor
-
         p = paths()
         kw = {} if drift_share is None else {"drift_share": drift_share}
         try:

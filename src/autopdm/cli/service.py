@@ -8,11 +8,17 @@ import secrets
 import sys
 from typing import Optional
 
+import pandas as pd
 import typer
 
-from .common import console, fail, paths
+from autopdm.cli.common import console, fail, paths
+from autopdm.config import Settings
+from autopdm.delivery.dispatcher import Dispatcher
+from autopdm.delivery.outbox import Outbox
+from autopdm.serving.score import score_fleet
+from autopdm.sim import receiver
 
-SERVICE = "autopdm.service:Autopdm"
+SERVICE = "autopdm.serving.service:Autopdm"
 
 
 def register(app: typer.Typer) -> None:
@@ -24,7 +30,7 @@ def register(app: typer.Typer) -> None:
         """Start the BentoML service (/assess, /predict, /telemetry, /livez, /readyz, /metrics)."""
         p = paths()
         env = dict(os.environ, AUTOPDM_HOME=str(p.home))
-        if not env.get("AUTOPDM_API_TOKEN"):
+        if Settings().api_token is None:
             env["AUTOPDM_API_TOKEN"] = secrets.token_urlsafe(24)
             console.print(f"AUTOPDM_API_TOKEN not set; generated one for this run: [bold]{env['AUTOPDM_API_TOKEN']}[/bold]")
         cmd = [sys.executable, "-m", "bentoml", "serve", SERVICE, "--host", host, "--port", str(port)]
@@ -39,10 +45,6 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
     ) -> None:
         """Score the whole fleet at a date; with --emit, queue and deliver the work orders."""
-        import pandas as pd
-
-        from ..score import score_fleet
-
         try:
             day = pd.Timestamp(as_of).date()
         except (ValueError, TypeError):
@@ -75,8 +77,6 @@ def register(app: typer.Typer) -> None:
     @outbox_app.command("status")
     def outbox_status(as_json: bool = typer.Option(False, "--json")) -> None:
         """Counts by state, oldest pending, and rows that failed or are parked (with reasons)."""
-        from ..outbox import Outbox
-
         st = Outbox.open(paths()).status()
         if as_json:
             print(json.dumps(st, indent=2))
@@ -99,8 +99,6 @@ def register(app: typer.Typer) -> None:
         max_seconds: float = typer.Option(60.0, help="stop delivering after this long"),
     ) -> None:
         """Put parked work orders back in the queue, make pending ones due now, and deliver."""
-        from ..outbox import Dispatcher, Outbox
-
         ob = Outbox.open(paths())
         n = ob.retry(ids or None)
         console.print(f"{n} work order(s) queued for delivery")
@@ -120,8 +118,6 @@ def register(app: typer.Typer) -> None:
         timeout: float = typer.Option(10.0, help="HTTP timeout per delivery"),
     ) -> None:
         """Run the dispatcher: deliver pending work orders (waiting out backoffs) until none is pending."""
-        from ..outbox import Dispatcher, Outbox
-
         ob = Outbox.open(paths())
         try:
             with Dispatcher(ob, timeout=timeout) as d:
@@ -142,8 +138,6 @@ def register(app: typer.Typer) -> None:
         delay: float = typer.Option(0.0, help="seconds to wait before answering each POST (testing)"),
     ) -> None:
         """Reference CRM webhook: verifies signatures, de-duplicates by Idempotency-Key, stores in SQLite."""
-        from .. import receiver
-
         p = paths()
 
         def ready(srv) -> None:

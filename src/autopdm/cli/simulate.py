@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import typer
 
-from .common import clear_errors, console, paths, progress
+from autopdm.cli.common import clear_errors, console, paths, progress
+from autopdm.sim.fleet import simulate_fleet, write_fleet
 
 
 def register(app: typer.Typer) -> None:
@@ -19,10 +21,6 @@ def register(app: typer.Typer) -> None:
         start: str = typer.Option("2025-01-01", "--start", help="first simulated day (YYYY-MM-DD)"),
     ) -> None:
         """Simulate a fleet: vehicles, trips, service events, DTCs (and raw samples for K vehicles)."""
-        import pandas as pd
-
-        from ..simulate import simulate_fleet, write_fleet
-
         p = paths()
         with clear_errors(ValueError), progress() as bar:
             task = bar.add_task("simulating", total=1)

@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..config import Paths
-from . import spool
-from .isotp import ObdDecoder, SampleBuilder, flow_control_target
+from autopdm.config import Paths
+from autopdm.ingest import spool
+from autopdm.ingest.codecs.isotp import ObdDecoder, SampleBuilder, flow_control_target
+from autopdm.ingest.codecs.obdcodec import PIDS, VIN_RE
 
 log = logging.getLogger(__name__)
 
@@ -309,8 +310,6 @@ class CanImportReport:
 
 
 def _vehicle(sink: FrameSink, vehicle_id: str | None, origin: str) -> str:
-    from .obdcodec import VIN_RE
-
     if sink.vins:
         vin = min(sink.vins, key=sink.vins.get)
         if len(sink.vins) > 1:
@@ -388,8 +387,6 @@ def record_bus(interface: str, channel: str, paths: Paths, vehicle_id: str | Non
     (VIN, multi-PID) arrive. Batches go to the spool every `batch_interval` seconds.
     """
     import can
-
-    from .obdcodec import PIDS
 
     bus = can.Bus(interface=interface, channel=channel, **(bus_kwargs or {}))
     sink = FrameSink(SampleBuilder("can", resolution), dbc)

@@ -9,8 +9,8 @@ from typing import Callable
 
 import pandas as pd
 
-from .. import store
-from ..config import Paths
+from autopdm import store
+from autopdm.config import Paths
 
 
 class CsvFormatError(ValueError):

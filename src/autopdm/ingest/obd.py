@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
-from ..config import Paths
-from . import spool
-from .obdcodec import PIDS, VIN_RE, clean_vin, decode_dtcs, decode_mode01, decode_vin, is_negative, parse_bitmap
+from autopdm.config import Paths
+from autopdm.ingest import spool
+from autopdm.ingest.codecs.obdcodec import (PIDS, VIN_RE, clean_vin, decode_dtcs, decode_mode01, decode_vin, is_negative, parse_bitmap)
 
 try:  # optional, GPL
     import obd as _obd

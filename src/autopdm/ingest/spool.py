@@ -33,8 +33,8 @@ from typing import Iterator
 
 import pandas as pd
 
-from .. import schemas, store
-from ..config import Paths
+from autopdm import schemas, store
+from autopdm.config import Paths
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,6 @@ every batch in it was acknowledged and stored locally.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -18,8 +17,8 @@ from typing import Callable
 
 import httpx
 
-from ..config import Paths
-from . import spool
+from autopdm.config import Paths, Settings
+from autopdm.ingest import spool
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +84,7 @@ def _post(client: httpx.Client, url: str, body: dict, report: UploadReport, max_
 def upload(paths: Paths, url: str, token: str | None = None, *, max_attempts: int = 8, backoff: float = 0.5,
            max_backoff: float = 30.0, timeout: float = 30.0, sleep: Callable[[float], None] = time.sleep,
            progress: Callable[[int], None] | None = None) -> UploadReport:
-    token = token if token is not None else os.environ.get("AUTOPDM_API_TOKEN")
+    token = token if token is not None else Settings().secret("api_token")
     endpoint = url.rstrip("/") + "/telemetry"
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     report = UploadReport()

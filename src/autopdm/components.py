@@ -1,0 +1,218 @@
+"""The component registry: everything that is specific to one serviced part, defined once.
+
+A component is what a work order is about (brake pads, tires, the 12 V battery). Its entry says
+what its service limit is and how a workshop measures it, which workshop actions resolve a need,
+which use wears it (the feature families the pipeline computes for it), the rule a workshop uses
+today (the baseline the models are compared with), the action a work order recommends, and the
+name of its registered model. Every other module iterates this registry; a fourth component is a
+new `register(Component(...))` here (plus its physics in the simulator, if it is to be simulated).
+
+Wear quantities are daily sums the feature pipeline keeps per vehicle (see
+`autopdm.pipeline.features.DAILY_USE`): ``one`` (engine starts), ``distance_km``,
+``brake_energy`` (kJ/t of deceleration), ``brake_work_mj`` (× the car's mass), ``harsh_brake``,
+``harsh_accel``, ``harsh_events`` (both), ``hot_km`` (km above 25 °C), ``cold_start``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+MODEL_PREFIX = "autopdm-"
+CHAMPION_ALIAS = "champion"
+OTHER = "other"  # service events that concern no registered component (the routine oil service, ...)
+
+
+class UnknownComponent(ValueError):
+    """A component name that is not in the registry."""
+
+
+@dataclass(frozen=True)
+class Limit:
+    """The service limit of a part as a workshop measures it."""
+    measurement: str       # inspections.measurement, e.g. "pad_mm"
+    need: float            # at or below this the part needs service (3 mm pad)
+    advise: float          # at or below this a workshop advises replacement (4 mm pad)
+    unit: str              # for text: "mm", "%"
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str                                   # "brake"
+    part: str                                   # what a work order names: "brake pads"
+    limit: Limit
+    measurements: tuple[str, ...]               # inspections.measurement values that concern this part
+    positions: tuple[str, ...]                  # inspections.position values ("front", "rear", ... or "-")
+    action: str                                 # recommended action text of a work order
+    wear: dict[str, str]                        # use since the last service: feature name → daily use quantity
+    wear_since_pass: tuple[str, str]            # (daily use quantity, its name) accumulated since the last passed inspection
+    baseline_description: str
+    baseline_score: Callable[[pd.DataFrame], np.ndarray]   # what the workshop's rule thresholds (higher = sooner)
+    baseline_rule: Callable[[pd.DataFrame], np.ndarray]    # the literal rule: a boolean alert per feature row
+    resolving_actions: tuple[str, ...] = ("replace", "repair")
+    families: tuple[str, ...] = ()              # extra feature families of the pipeline (by name)
+
+    @property
+    def label(self) -> str:
+        return f"label_{self.name}"
+
+    @property
+    def days_to_need(self) -> str:
+        return f"days_to_need_{self.name}"
+
+    @property
+    def model_name(self) -> str:
+        return MODEL_PREFIX + self.name
+
+    @property
+    def champion_uri(self) -> str:
+        return f"models:/{self.model_name}@{CHAMPION_ALIAS}"
+
+
+_REGISTRY: dict[str, Component] = {}
+
+
+def register(component: Component) -> Component:
+    if component.name in _REGISTRY:
+        raise ValueError(f"component {component.name!r} is already registered")
+    if component.name == OTHER or not component.name.isidentifier():
+        raise ValueError(f"component name {component.name!r}: must be an identifier other than {OTHER!r}")
+    _REGISTRY[component.name] = component
+    return component
+
+
+def unregister(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
+@contextlib.contextmanager
+def registered(component: Component) -> Iterator[Component]:
+    """A component registered for the duration of a block (tests, experiments)."""
+    register(component)
+    try:
+        yield component
+    finally:
+        unregister(component.name)
+
+
+def get(name: str) -> Component:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownComponent(f"unknown component {name!r}; known: {', '.join(_REGISTRY)}") from None
+
+
+def names() -> tuple[str, ...]:
+    return tuple(_REGISTRY)
+
+
+def all_components() -> tuple[Component, ...]:
+    return tuple(_REGISTRY.values())
+
+
+def check(names_: list[str] | tuple[str, ...]) -> list[str]:
+    """The given names, each checked against the registry (UnknownComponent names the first bad one)."""
+    return [get(n).name for n in names_]
+
+
+def service_components() -> tuple[str, ...]:
+    """Values allowed in service_events.component: every registered component and 'other'."""
+    return (*names(), OTHER)
+
+
+# ------------------------------------------------------------------------------------------------
+# workshop rules (baselines): each reads the feature row's own columns
+
+def _col(rows: pd.DataFrame, name: str) -> np.ndarray:
+    return pd.to_numeric(rows[name], errors="coerce").to_numpy(dtype=float) if name in rows else np.full(len(rows), np.nan)
+
+
+def km_since_service_score(component: str) -> Callable[[pd.DataFrame], np.ndarray]:
+    def score(rows: pd.DataFrame) -> np.ndarray:
+        return np.nan_to_num(_col(rows, f"km_since_{component}_service"), nan=-1.0)
+    return score
+
+
+def every_km_rule(component: str, interval_km: float) -> Callable[[pd.DataFrame], np.ndarray]:
+    """Alert on the day the km since the last service cross a multiple of `interval_km`."""
+    def rule(rows: pd.DataFrame) -> np.ndarray:
+        km = _col(rows, f"km_since_{component}_service")
+        vid = rows["vehicle_id"].astype(str).to_numpy()
+        order = np.lexsort((pd.to_datetime(rows["date"]).to_numpy(), vid))
+        k = np.floor(np.nan_to_num(km[order], nan=0.0) / interval_km)
+        prev = np.r_[np.nan, k[:-1]]
+        same = np.r_[False, vid[order][1:] == vid[order][:-1]]
+        out = np.zeros(len(rows), dtype=bool)
+        out[order] = same & (k > prev) & (k >= 1)
+        return out
+    return rule
+
+
+def beyond_km_rule(component: str, km: float) -> Callable[[pd.DataFrame], np.ndarray]:
+    def rule(rows: pd.DataFrame) -> np.ndarray:
+        return np.nan_to_num(_col(rows, f"km_since_{component}_service"), nan=0.0) > km
+    return rule
+
+
+BATTERY_AGE_DAYS = 4 * 365.25
+REST_V_LOW = 12.4  # resting voltage below 12.4 V reads as under 75 % charge
+
+
+def battery_score(rows: pd.DataFrame) -> np.ndarray:
+    """Low rest voltage first (lower first), then age."""
+    v = _col(rows, "rest_voltage_v_min_7d")
+    age = np.nan_to_num(_col(rows, "days_since_battery_service"), nan=0.0)
+    low = np.nan_to_num(v, nan=99.0) < REST_V_LOW
+    return np.where(low, 1e6 + (REST_V_LOW - np.nan_to_num(v, nan=REST_V_LOW)) * 1e5, 0.0) + age
+
+
+def battery_rule(rows: pd.DataFrame) -> np.ndarray:
+    v = _col(rows, "rest_voltage_v_min_7d")
+    age = _col(rows, "days_since_battery_service")
+    return (np.nan_to_num(v, nan=99.0) < REST_V_LOW) | (np.nan_to_num(age, nan=0.0) > BATTERY_AGE_DAYS)
+
+
+# ------------------------------------------------------------------------------------------------
+# the registry
+
+BRAKE = register(Component(
+    name="brake", part="brake pads",
+    limit=Limit("pad_mm", need=3.0, advise=4.0, unit="mm"),
+    measurements=("pad_mm",), positions=("front", "rear"),
+    action="Brake inspection: measure pad and disc thickness; replace pads at or below 3 mm",
+    wear={"brake_energy_kj_per_t": "brake_energy", "brake_work_mj": "brake_work_mj", "harsh_brakes": "harsh_brake"},
+    wear_since_pass=("brake_energy", "brake_energy_kj_per_t"),
+    baseline_description="brake check every 10,000 km (score: km since last brake service)",
+    baseline_score=km_since_service_score("brake"),
+    baseline_rule=every_km_rule("brake", 10_000.0),
+))
+
+TIRE = register(Component(
+    name="tire", part="tires",
+    limit=Limit("tread_mm", need=3.0, advise=3.5, unit="mm"),
+    measurements=("tread_mm",), positions=("fl", "fr", "rl", "rr"),
+    action="Tire check: measure tread depth and pressures; replace tires at or below 3 mm (legal minimum 1.6 mm)",
+    wear={"harsh_events": "harsh_events", "hot_km": "hot_km"},
+    wear_since_pass=("distance_km", "km"),
+    baseline_description="tires by distance: > 40,000 km since last tire service (score: km since last tire service)",
+    baseline_score=km_since_service_score("tire"),
+    baseline_rule=beyond_km_rule("tire", 40_000.0),
+    families=("tire_heat",),
+))
+
+BATTERY = register(Component(
+    name="battery", part="12 V battery",
+    limit=Limit("battery_soh_pct", need=55.0, advise=70.0, unit="%"),
+    measurements=("battery_soh_pct", "battery_cca_pct", "battery_rest_v"), positions=("-",),
+    action="Battery load test; replace if it fails",
+    wear={"starts": "one", "cold_starts": "cold_start"},
+    wear_since_pass=("one", "starts"),
+    baseline_description="battery > 4 years or 7-day minimum rest voltage < 12.4 V (score: low voltage first, then age)",
+    baseline_score=battery_score,
+    baseline_rule=battery_rule,
+    families=("battery_health",),
+))

@@ -1,0 +1,348 @@
+"""Train, calibrate, evaluate, register and gate one LightGBM model per component.
+
+`train_all` is what `autopdm train`, `mlflow run . -e train`, the demo and the tests call:
+
+1. features table (built from the stored tables when absent) → `split.time_vehicle_split`;
+2. per component, in a nested MLflow run (`train_component`):
+   `fit_candidate` — LightGBM (binary, `scale_pos_weight` = neg/pos capped at 10) with early
+   stopping on the early-stop set (`fit`; the Dask engine brings its own fit, same contract);
+   `operating_point.set_operating_point` — Platt calibration of the raw log-odds and the alert
+   threshold on the calibration + early-stop vehicles (validation period, never trained on);
+   `assess_candidate` — metrics on the held-out test set (early-warning recall, alert precision,
+   alert rate, PR-AUC, Brier, lead times) and the workshop baseline at the same alert volume plus
+   the literal rule;
+   `gate` — the current champion scored on the same test rows with its own threshold: the alias
+   `champion` moves to the candidate only when its early-warning recall and PR-AUC are both at
+   least the champion's (minus `tolerance`, default 0);
+   `log_run` and `register` — params, metrics, plots and the summary to MLflow; the booster to the
+   registry as `autopdm-<c>`, with threshold and calibration as model-version tags and MLmodel metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from autopdm import components as registry
+from autopdm import store
+from autopdm.config import Paths, Settings
+from autopdm.modeling import baselines, plots, train_dask
+from autopdm.modeling.champion import Champion, get_champion
+from autopdm.modeling.fit import fit_booster, pip_requirements, subsample_negatives
+from autopdm.modeling.metrics import alert_metrics, evaluate, operating_curve, score_metrics
+from autopdm.modeling.operating_point import set_operating_point
+from autopdm.modeling.split import time_vehicle_split
+from autopdm.modeling.tracking import EXPERIMENT, setup_mlflow
+from autopdm.monitor import log_reference
+from autopdm.pipeline import features_dask
+from autopdm.pipeline.features import build_features, feature_columns
+
+GATE_METRICS = ("ew_recall", "pr_auc")   # higher is better; the candidate must match or beat both
+LGB_ENGINES = ("pandas", "dask")
+
+
+def load_or_build_features(paths: Paths) -> pd.DataFrame:
+    """The stored features table; built (pandas engine) and stored first when there is none."""
+    f = paths.table("features")
+    if f.exists():
+        return store.read_table("features", paths)
+    trips = store.read_table("trips", paths)
+    if trips.empty:
+        raise FileNotFoundError(f"no features table ({f}) and no trips: run `autopdm simulate` (or ingest) and `autopdm features`")
+    df = build_features(trips, store.read_table("vehicles", paths), store.read_table("service_events", paths),
+                        store.read_dtc_events(paths))
+    store.write_table(df, "features", paths)
+    return df
+
+
+def gate_decision(candidate: dict, champion: dict | None, tolerance: float = 0.0) -> tuple[bool, str]:
+    """Promote when there is no champion, or the candidate is at least as good on every gate metric."""
+    if champion is None:
+        return True, "no current champion"
+    worse = []
+    for m in GATE_METRICS:
+        c, h = candidate.get(m, float("nan")), champion.get(m, float("nan"))
+        if np.isnan(c) and not np.isnan(h):
+            worse.append(f"{m}: candidate undefined, champion {h:.4f}")
+        elif not np.isnan(c) and not np.isnan(h) and c < h - tolerance:
+            worse.append(f"{m}: candidate {c:.4f} < champion {h:.4f}")
+    if worse:
+        return False, "rejected: " + "; ".join(worse)
+    return True, "candidate at least as good as champion on " + ", ".join(
+        f"{m} ({candidate.get(m, float('nan')):.4f} vs {champion.get(m, float('nan')):.4f})" for m in GATE_METRICS)
+
+
+def _public(d: dict) -> dict:
+    return {k: v for k, v in d.items() if not k.startswith("_")}
+
+
+def _prefixed(d: dict, prefix: str) -> dict:
+    return {f"{prefix}{k}": float(v) for k, v in d.items()
+            if not k.startswith("_") and isinstance(v, (int, float, np.integer, np.floating)) and np.isfinite(v)}
+
+
+@dataclass
+class Candidate:
+    """A freshly fitted model before registration, with what was learned while fitting it."""
+    model: Champion
+    fit_params: dict
+    scale_pos_weight: float
+    train_rows: np.ndarray          # mask of the rows the trees were fitted on
+    threshold_info: dict
+    calib_metrics: dict             # ranking metrics on the rows calibration and threshold were fitted on
+
+
+@dataclass
+class Assessment:
+    """A candidate on the held-out test rows, beside the workshop's rule."""
+    test: pd.DataFrame
+    risk: np.ndarray
+    metrics: dict                   # the model at its operating threshold
+    baseline: dict                  # the rule's score at the model's alert volume
+    baseline_alerts: np.ndarray
+    rule: dict                      # the literal rule at its own volume
+    curve: list[dict]
+    ratio: float                    # early-warning recall over the baseline's
+
+
+def fit_candidate(component: str, df: pd.DataFrame, split, feats: list[str], *, seed: int, params: dict | None,
+                  budget: float, min_precision: float, fit=None) -> Candidate:
+    y = df[registry.get(component).label].to_numpy(dtype=np.int8)
+    X = df[feats]
+    tr = subsample_negatives(split.train, y, seed)
+    booster, fit_params, spw = (fit or fit_booster)(X[tr], y[tr], X[split.early_stop], y[split.early_stop], params, seed)
+    model = Champion(component, registry.get(component).model_name, "", list(feats), 0.5, booster=booster)
+    cal_rows, cal_risk, thr_info = set_operating_point(model, df, split, spw, budget, min_precision)
+    cal_m = score_metrics(cal_rows[registry.get(component).label].to_numpy(), cal_risk)
+    return Candidate(model, fit_params, spw, tr, thr_info, cal_m)
+
+
+def assess_candidate(cand: Candidate, df: pd.DataFrame, split) -> Assessment:
+    component = cand.model.component
+    label = registry.get(component).label
+    test = df.loc[split.test]
+    risk = cand.model.predict(test)
+    m = evaluate(test, risk, cand.model.threshold, component)
+    bscore = baselines.score(test, component)
+    b_alert = baselines.at_volume(bscore, m["n_alerts"])
+    bm = alert_metrics(test, b_alert, component)
+    bm.update({k: v for k, v in score_metrics(test[label].to_numpy(), bscore).items() if k in ("pr_auc", "roc_auc")})
+    rm = alert_metrics(test, baselines.rule(test, component), component)
+    curve = operating_curve(test, risk, bscore, component)
+    b_ew = bm["ew_recall"]
+    ratio = m["ew_recall"] / b_ew if b_ew and np.isfinite(b_ew) and b_ew > 0 else float("nan")
+    return Assessment(test, risk, m, bm, b_alert, rm, curve, ratio)
+
+
+def gate(client, component: str, a: Assessment, tolerance: float, promote: bool):
+    """(promote?, reason, current champion or None, its metrics on the same rows or None)."""
+    current = get_champion(client, component)
+    champ_m = None
+    if current is not None:
+        try:
+            champ_m = evaluate(a.test, current.predict(a.test), current.threshold, component)
+        except Exception as exc:  # incompatible champion: say so, do not promote silently
+            champ_m = {"ew_recall": float("inf"), "pr_auc": float("inf"), "error": str(exc)}
+    ok, reason = gate_decision(a.metrics, champ_m, tolerance)
+    return ok and promote, reason, current, champ_m
+
+
+def _log_fig(fig, path: str) -> None:
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    mlflow.log_figure(fig, path)
+    plt.close(fig)
+
+
+def log_plots(cand: Candidate, a: Assessment) -> None:
+    import mlflow
+
+    component, thr = cand.model.component, cand.model.threshold
+    title = f"{component} (test)"
+    yt = a.test[registry.get(component).label].to_numpy()
+    risk, m, bm = a.risk, a.metrics, a.baseline
+    _log_fig(plots.plot_calibration(yt, risk, f"calibration — {title}"), "plots/calibration.png")
+    _log_fig(plots.plot_pr(yt, risk, f"precision-recall — {title}",
+                           {"operating threshold (row level)": (float(yt[risk >= thr].sum() / max(yt.sum(), 1)), m["precision"]),
+                            "baseline, same volume": (float(yt[a.baseline_alerts].sum() / max(yt.sum(), 1)), bm["precision"])}),
+             "plots/pr_curve.png")
+    booster = cand.model.booster
+    gain = booster.feature_importance("gain")
+    _log_fig(plots.plot_importance(cand.model.feature_names, gain, f"feature importance — {component}"),
+             "plots/feature_importance.png")
+    _log_fig(plots.plot_lead_times({"model": m["_lead_days"], "baseline (same volume)": bm["_lead_days"]},
+                                   f"lead time before need — {title}"), "plots/lead_time_hist.png")
+    mlflow.log_dict({"feature": list(cand.model.feature_names), "gain": [float(g) for g in gain],
+                     "split": [int(s) for s in booster.feature_importance("split")]}, "feature_importance.json")
+
+
+def log_run(cand: Candidate, a: Assessment, split, y: np.ndarray, *, engine: str, seed: int, budget: float,
+            min_precision: float, decision: tuple) -> dict:
+    """Params, metrics, plots and the summary of one component's run; returns the summary."""
+    import mlflow
+
+    ok, reason, current, champ_m = decision
+    component, thr, tr = cand.model.component, cand.model.threshold, cand.train_rows
+    m, bm, rm, curve, info = a.metrics, a.baseline, a.rule, a.curve, cand.threshold_info
+    split_params = split.params()
+    mlflow.log_params({"component": component, "engine": engine, "seed": seed, "n_features": len(cand.model.feature_names),
+                       "alert_budget": budget, "min_precision": min_precision, "threshold": round(thr, 6),
+                       "calibration": json.dumps(cand.model.calibration), "scale_pos_weight": round(cand.scale_pos_weight, 4),
+                       "n_rows_train_used": int(tr.sum()), "train_positives": int(y[tr].sum()),
+                       **{f"lgb.{k}": v for k, v in cand.fit_params.items() if k not in ("scale_pos_weight",)},
+                       **split_params})
+    mlflow.log_metrics({**_prefixed(m, "test_"), **_prefixed(cand.calib_metrics, "calib_"),
+                        **_prefixed({k: v for k, v in info.items() if k != "precision_floor_met"}, "calib_"),
+                        "calib_precision_floor_met": float(info["precision_floor_met"]),
+                        **_prefixed(bm, "baseline_"), **_prefixed(rm, "baseline_rule_"),
+                        "ew_recall_vs_baseline": a.ratio if np.isfinite(a.ratio) else -1.0,
+                        "threshold": thr, "best_iteration": cand.fit_params["best_iteration"],
+                        **{f"curve_x{c['x_prevalence']:g}_{k}": float(v) for c in curve for k, v in c.items()
+                           if k in ("ew_recall", "precision", "baseline_ew_recall", "baseline_precision") and np.isfinite(v)},
+                        "gate_promoted": float(ok),
+                        **({f"gate_champion_{k}": float(v) for k, v in champ_m.items()
+                            if k in ("ew_recall", "pr_auc", "precision", "brier") and np.isfinite(v)} if champ_m else {})})
+    mlflow.set_tags({"component": component, "gate_decision": reason, "baseline": baselines.description(component),
+                     "gate_champion_version": current.version if current else "none"})
+    log_plots(cand, a)
+    lead_hist = {str(k): int(v) for k, v in zip(*np.unique(m["_lead_days"], return_counts=True))}
+    summary = {
+        "component": component, "threshold": thr, "threshold_selection": info, "calibration": cand.model.calibration,
+        "test": _public(m), "baseline_same_volume": _public(bm), "baseline_rule": _public(rm),
+        "operating_curve": curve, "lead_time_histogram": lead_hist,
+        "gate": {"promoted": ok, "reason": reason, "champion": champ_m and _public(champ_m)},
+        "split": split_params,
+    }
+    mlflow.log_dict(json.loads(json.dumps(summary, default=float)), "summary.json")
+    return summary
+
+
+def register(client, cand: Candidate, a: Assessment, split, *, budget: float, min_precision: float,
+             promote: bool, reason: str) -> str:
+    """Log the booster as a registered model version with its operating point; move the alias when promoted."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    model, m = cand.model, a.metrics
+    feats = model.feature_names
+    ex = (a.test[feats].head(5) if len(a.test) else a.test[feats]).astype("float64")
+    sig = infer_signature(ex, model.predict(ex))
+    meta = {"component": model.component, "threshold": model.threshold, "calibration": model.calibration,
+            "alert_budget": budget, "min_precision": min_precision, "horizon_days": 15}
+    info = mlflow.lightgbm.log_model(model.booster, name="model", signature=sig, input_example=ex,
+                                     registered_model_name=model.name, pip_requirements=pip_requirements(),
+                                     metadata=meta)
+    version = str(info.registered_model_version)
+    split_params = split.params()
+    vtags = {"component": model.component, "threshold": repr(model.threshold), "calibration": json.dumps(model.calibration),
+             "alert_budget": str(budget), "min_precision": str(min_precision), "gate_decision": reason,
+             "feature_names": json.dumps(list(feats)), "train_start": split_params["train_start"],
+             "train_end": split_params["train_end"],
+             **{f"metric.{k}": repr(float(v)) for k, v in m.items()
+                if k in ("ew_recall", "precision", "alert_rate", "pr_auc", "brier", "roc_auc") and np.isfinite(v)}}
+    for k, v in vtags.items():
+        client.set_model_version_tag(model.name, version, k, v)
+    if promote:
+        client.set_registered_model_alias(model.name, registry.CHAMPION_ALIAS, version)
+    mlflow.set_tag("registered_version", version)
+    return version
+
+
+def train_component(component: str, df: pd.DataFrame, split, feats: list[str], *, client, paths: Paths,
+                    seed: int = 0, params: dict | None = None, budget: float | None = None,
+                    min_precision: float | None = None, tolerance: float = 0.0, promote: bool = True,
+                    fit=None, engine: str = "pandas") -> dict:
+    """One component inside the active (nested) MLflow run. Returns a summary dict.
+
+    fit: the booster fit (default `fit.fit_booster`; the Dask engine passes its own, same contract)."""
+    import mlflow
+
+    s = Settings()
+    budget = s.alert_budget if budget is None else budget
+    min_precision = s.min_precision if min_precision is None else min_precision
+    t0 = time.perf_counter()
+    cand = fit_candidate(component, df, split, feats, seed=seed, params=params, budget=budget,
+                         min_precision=min_precision, fit=fit)
+    a = assess_candidate(cand, df, split)
+    decision = gate(client, component, a, tolerance, promote)
+    ok, reason = decision[0], decision[1]
+    y = df[registry.get(component).label].to_numpy(dtype=np.int8)
+    summary = log_run(cand, a, split, y, engine=engine, seed=seed, budget=budget, min_precision=min_precision,
+                      decision=decision)
+    log_reference(df.loc[cand.train_rows], feats)
+    version = register(client, cand, a, split, budget=budget, min_precision=min_precision, promote=ok, reason=reason)
+    mlflow.log_metric("train_seconds", time.perf_counter() - t0)
+    return {"component": component, "name": cand.model.name, "version": version, "promoted": ok, "reason": reason,
+            "threshold": cand.model.threshold, "run_id": mlflow.active_run().info.run_id, "metrics": summary["test"],
+            "baseline": summary["baseline_same_volume"], "baseline_rule": summary["baseline_rule"],
+            "champion_metrics": summary["gate"]["champion"], "ew_recall_vs_baseline": a.ratio,
+            "best_iteration": cand.fit_params["best_iteration"], "operating_curve": a.curve,
+            "seconds": time.perf_counter() - t0}
+
+
+def _prepare(paths: Paths | None, components, features: pd.DataFrame | None, seed: int):
+    names = registry.check([components] if isinstance(components, str) else list(components or registry.names()))
+    paths = (paths or Paths.from_env()).ensure()
+    df = features if features is not None else load_or_build_features(paths)
+    if df.empty:
+        raise ValueError("the features table is empty")
+    split = time_vehicle_split(df, seed=seed)
+    for k, msk in split.masks().items():
+        if not msk.any():
+            raise ValueError(f"the {k} set is empty: the fleet is too small or the history too short for the split")
+    return names, paths, df, split
+
+
+def train_all(paths: Paths | None = None, components=None, engine: str = "pandas", seed: int = 0, *,
+              params: dict | None = None, features: pd.DataFrame | None = None, budget: float | None = None,
+              min_precision: float | None = None, tolerance: float = 0.0, promote: bool = True,
+              _client=None) -> dict:
+    """Train, log, register and gate the given components (default: all registered). Returns {component: summary}.
+
+    params: LightGBM parameter overrides (e.g. {"num_iterations": 1}). features: a features frame
+    instead of the stored table. promote=False registers without moving the alias. The Dask engine
+    replaces only the booster fit (`train_dask.fit_booster_dask`); everything else is shared.
+    """
+    import mlflow
+
+    if engine not in LGB_ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; expected one of {LGB_ENGINES}")
+    if engine == "dask":
+        _client = _client or features_dask.current_client()
+        if _client is None:  # no cluster given: a temporary LocalCluster for this call
+            with features_dask.local_client() as c:
+                return train_all(paths, components, "dask", seed, params=params, features=features, budget=budget,
+                                 min_precision=min_precision, tolerance=tolerance, promote=promote, _client=c)
+    names, paths, df, split = _prepare(paths, components, features, seed)
+    feats = feature_columns(df)
+    client = setup_mlflow(paths)
+    results = {}
+    with mlflow.start_run(run_name="train") as parent:
+        art = parent.info.artifact_uri or ""
+        if not art.startswith(paths.artifacts.as_uri()):
+            warnings.warn(f"artifacts of this run go to {art}, not {paths.artifacts}: the experiment was created "
+                          f"elsewhere (e.g. by `mlflow run`). Create it once with `mlflow experiments create -n "
+                          f"{EXPERIMENT} -l {paths.artifacts.as_uri()}` or run `autopdm train` first.", stacklevel=2)
+        mlflow.log_params({"components": ",".join(names), "engine": engine, "seed": seed,
+                           "n_rows": len(df), "n_vehicles": int(df["vehicle_id"].nunique()), **split.params()})
+        for comp in names:
+            with mlflow.start_run(run_name=comp, nested=True):
+                fit = None
+                if engine == "dask":
+                    def fit(Xtr, ytr, Xes, yes, params, seed, _c=comp):
+                        return train_dask.fit_booster_dask(Xtr, ytr, Xes, yes, params, seed, client=_client,
+                                                           paths=paths, component=_c)
+                results[comp] = train_component(comp, df, split, feats, client=client, paths=paths, seed=seed,
+                                                params=params, budget=budget, min_precision=min_precision,
+                                                tolerance=tolerance, promote=promote, fit=fit, engine=engine)
+            mlflow.log_metrics({f"{comp}_{k}": float(v) for k, v in results[comp]["metrics"].items()
+                                if isinstance(v, (int, float)) and np.isfinite(v)})
+            mlflow.log_metric(f"{comp}_promoted", float(results[comp]["promoted"]))
+        results["_run_id"] = parent.info.run_id
+    return results

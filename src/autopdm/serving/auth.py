@@ -1,0 +1,93 @@
+"""ASGI middleware in front of every endpoint: bearer token and body-size limit."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from starlette.responses import JSONResponse
+
+from autopdm.config import Settings
+
+PUBLIC_PATHS = frozenset({"/livez", "/readyz", "/metrics", "/healthz", "/schema.json"})
+
+
+# -- middleware ------------------------------------------------------------------------------
+
+class AuthLimitMiddleware:
+    """Bearer token on everything but health, metrics and the client schema; 413 on big bodies.
+
+    Token: AUTOPDM_API_TOKEN. Without one the protected endpoints refuse every request (fail
+    closed). Body limit: AUTOPDM_MAX_BODY_BYTES (default 16 MiB), enforced on Content-Length
+    and on the bytes actually received (chunked uploads).
+    """
+
+    def __init__(self, app, token: str | None = None, max_body: int | None = None) -> None:
+        self.app = app
+        s = Settings()
+        self.token = (token if token is not None else s.secret("api_token")).encode()
+        self.max_body = int(max_body or s.max_body_bytes)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope.get("path", "")
+        if path not in PUBLIC_PATHS and not self._authorized(scope):
+            return await _json(send, 401, {"error": "missing or invalid bearer token (Authorization: Bearer <AUTOPDM_API_TOKEN>)"},
+                               [(b"www-authenticate", b'Bearer realm="autopdm"')])
+        headers = dict(scope.get("headers") or [])
+        cl = headers.get(b"content-length")
+        if cl is not None:
+            try:
+                n = int(cl)
+            except ValueError:
+                return await _json(send, 400, {"error": "Content-Length: not an integer"})
+            if n > self.max_body:
+                return await _json(send, 413, {"error": f"body of {n} bytes exceeds the limit of {self.max_body}"})
+            return await self.app(scope, receive, send)
+        if scope.get("method") in ("GET", "HEAD"):
+            return await self.app(scope, receive, send)
+        # no Content-Length (chunked): buffer up to the limit, then replay
+        chunks, size, more = [], 0, True
+        while more:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return
+            body = msg.get("body", b"")
+            size += len(body)
+            if size > self.max_body:
+                return await _json(send, 413, {"error": f"body exceeds the limit of {self.max_body} bytes"})
+            chunks.append(body)
+            more = msg.get("more_body", False)
+        data = b"".join(chunks)
+        sent = False
+
+        async def replay():
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": data, "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
+
+    def _authorized(self, scope) -> bool:
+        if not self.token:
+            return False
+        for k, v in scope.get("headers") or []:
+            if k == b"authorization":
+                scheme, _, cred = v.partition(b" ")
+                return scheme.lower() == b"bearer" and hmac.compare_digest(cred.strip(), self.token)
+        return False
+
+
+async def _json(send, status: int, obj, extra_headers=()) -> None:
+    body = json.dumps(obj).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *extra_headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def bad_input(field: str, msg: str):
+    """A 400 shaped like BentoML's pydantic errors: {"error", "detail": [{"loc", "msg"}]}."""
+    return JSONResponse({"error": f"invalid {field}: {msg}", "detail": [{"loc": [field], "msg": msg}]}, status_code=400)
