@@ -1,7 +1,8 @@
 """Build data/carobd_cycles.parquet: compact 1 Hz speed profiles from the real carOBD logs.
 
 Usage: python scripts/build_drive_cycles.py [CAROBD_DIR] [OUT]
-(defaults: ../shared/data/carobd, data/carobd_cycles.parquet)
+(defaults: data/carobd, data/carobd_cycles.parquet; the shipped cycles were built from all 85 logs
+of the carOBD dataset's obdiidata/ folder)
 
 Source: carOBD (github eron93br/carOBD), 1 Hz OBD-II logs of a 2014 Toyota Etios. Cite:
 "Detecting Anomalies in the Engine Coolant Sensor Using One-Class Classifiers" (IEEE).
@@ -78,6 +79,6 @@ def main(src: Path, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    src = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT.parent / "shared" / "data" / "carobd"
+    src = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "data" / "carobd"
     out = Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT / "data" / "carobd_cycles.parquet"
     main(src, out)

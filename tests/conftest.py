@@ -11,9 +11,8 @@ from autopdm.config import Paths
 from autopdm.localproc import free_port  # noqa: F401  (re-exported for the tests)
 
 ROOT = Path(__file__).resolve().parents[1]
-CAROBD = Path(os.environ.get("AUTOPDM_CAROBD", ROOT.parent / "shared" / "data" / "carobd"))
-if not CAROBD.exists():  # the shipped sample in data/ stands in when shared/ is absent
-    CAROBD = ROOT / "data" / "carobd"
+# the shipped sample of real carOBD logs; AUTOPDM_CAROBD points the tests at a larger copy
+CAROBD = Path(os.environ.get("AUTOPDM_CAROBD", ROOT / "data" / "carobd"))
 
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")

@@ -16,10 +16,14 @@ from pathlib import Path
 from typing import Optional
 
 from dotenv import dotenv_values  # installed with pydantic-settings
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "AUTOPDM_"
+
+
+class SettingsError(ValueError):
+    """A setting that cannot be used; the message names the variable and the value."""
 
 
 class Settings(BaseSettings):
@@ -49,6 +53,19 @@ class Settings(BaseSettings):
     cache: bool = Field(True, description="cache the simulator's drive-cycle variants under ~/.cache/autopdm")
     mlflow_tracking_uri: Optional[str] = Field(None, validation_alias="MLFLOW_TRACKING_URI",
                                                description="MLflow tracking store (default sqlite:///<home>/mlflow.db)")
+
+    def __init__(self, **values) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            problems = []
+            for e in exc.errors():
+                name = str(e["loc"][0]) if e["loc"] else "?"
+                field = type(self).model_fields.get(name)
+                var = field.validation_alias if field is not None and isinstance(field.validation_alias, str) \
+                    else ENV_PREFIX + name.upper()
+                problems.append(f"{var}={e.get('input')!r}: {e['msg']}")
+            raise SettingsError("bad setting: " + "; ".join(problems)) from None
 
     def secret(self, name: str) -> str:
         """A secret's value ('' when unset)."""

@@ -1,4 +1,4 @@
-"""Canonical tables (DESIGN.md) as pyarrow schemas, and row validation.
+"""Canonical tables as pyarrow schemas, and row validation.
 
 Validation never drops a row silently: `validate` splits a frame into rows that conform and a
 quarantine frame that keeps every rejected row (as JSON) with a reason naming column and row.
@@ -73,7 +73,7 @@ TRIPS = pa.schema(
         ("charge_voltage_v", pa.float64()),
         ("ambient_temp_c", pa.float64()),
         ("odometer_end_km", pa.float64()),
-        # beyond DESIGN's minimum: what else proved useful
+        # beyond the minimum every source must fill: what else proved useful
         ("max_speed_kph", pa.float64()),
         ("stop_count", pa.int32()),
         ("start_coolant_temp_c", pa.float64()),

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import typer
 
-from autopdm.cli import data, demo, ingest, models, monitor, service, simulate
+from autopdm.cli import data, demo, ingest, models, monitor, service, settings, simulate
 from autopdm.config import quiet_telemetry
 
 app = typer.Typer(help="autopdm: predictive maintenance for car workshops.", no_args_is_help=True, add_completion=False)
 
 quiet_telemetry()
 
-for _area in (data, ingest, simulate, models, service, monitor, demo):
+for _area in (data, ingest, simulate, models, service, monitor, demo, settings):
     _area.register(app)
 
 

@@ -39,6 +39,7 @@ happen to be 1,024-aligned and each worker's are contiguous (a warning says when
 from __future__ import annotations
 
 import time
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -99,8 +100,6 @@ class SharedBinsFit:
 
     def fit(self, X, y, *, bin_sample: np.ndarray, num_boost_round: int, feature_names: list[str],
             categorical: list[str], **_unused):
-        import warnings
-
         import lightgbm as lgb
 
         # parts can arrive in any order: back to the rows' global order (the index)

@@ -1,4 +1,4 @@
-"""From risks and LightGBM contributions to assessments and work orders (DESIGN.md "Work order").
+"""From risks and LightGBM contributions to assessments and work orders (payload: docs/crm-integration.md).
 
 * risk band — relative to the component's operating threshold (chosen at training time):
   `low` below it (no work order), `high` from `high_cut(threshold)` up, `medium` between.
@@ -188,7 +188,7 @@ def assess(rows: pd.DataFrame, champions: Mapping, as_of, with_evidence: str = "
 
 
 def work_orders(assessments: list[dict], vehicles: pd.DataFrame, created_at: str | None = None) -> list[dict]:
-    """Work-order payloads (DESIGN.md) for every alerting component. No names or phone numbers:
+    """Work-order payloads for every alerting component. No names or phone numbers:
     only customer_id and the preferred channel from `vehicles`."""
     created_at = created_at or datetime.now(timezone.utc).isoformat(timespec="seconds")
     v = vehicles.drop_duplicates("vehicle_id").set_index("vehicle_id")
