@@ -20,6 +20,7 @@ from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "AUTOPDM_"
+RECORD_TABLES = ("vehicles", "service_events", "inspections", "outcomes")
 
 
 class SettingsError(ValueError):
@@ -128,8 +129,15 @@ class Paths:
     def features_dir(self) -> Path:
         return self.home / "features"
 
+    @property
+    def records(self) -> Path:
+        """The workshop's records as the CRM handed them over (vehicles, service events, inspections, outcomes)."""
+        return self.home / "records"
+
     def table(self, name: str) -> Path:
-        """Single-file tables: trips, vehicles, service_events, features, true_needs."""
+        """Single-file tables: the records under records/, derived tables (trips, features, needs, ...) under features/."""
+        if name in RECORD_TABLES:
+            return self.records / f"{name}.parquet"
         return self.features_dir / f"{name}.parquet"
 
     @property
@@ -153,7 +161,7 @@ class Paths:
         return self.home / "reports"
 
     def ensure(self) -> "Paths":
-        for p in (self.telemetry, self.features_dir, self.artifacts, self.reports, self.spool):
+        for p in (self.telemetry, self.records, self.features_dir, self.artifacts, self.reports, self.spool):
             p.mkdir(parents=True, exist_ok=True)
         return self
 

@@ -95,6 +95,7 @@ VEHICLES = pa.schema(
         ("first_registration_date", pa.date32()),
         ("customer_id", pa.string()),
         ("preferred_channel", pa.string()),
+        ("dealer_id", pa.string()),
     ]
 )
 
@@ -108,8 +109,68 @@ SERVICE_EVENTS = pa.schema(
         ("component", pa.string()),
         ("action", pa.string()),
         ("source", pa.string()),
+        ("work_order_id", pa.string()),
     ]
 )
+
+# what a workshop measures at a visit (digital vehicle inspection); a removed part's last reading is an
+# inspection on the day of its replacement
+POSITIONS = ("front", "rear", "fl", "fr", "rl", "rr", "-")
+VERDICTS = ("ok", "advise", "replace")
+MEASUREMENT_RANGES: dict[str, tuple[float, float]] = {
+    "pad_mm": (0.0, 25.0),
+    "tread_mm": (0.0, 15.0),
+    "battery_soh_pct": (0.0, 100.0),
+    "battery_cca_pct": (0.0, 200.0),   # measured / rated cold-cranking amps
+    "battery_rest_v": (0.0, 16.0),
+}
+INSPECTIONS = pa.schema(
+    [
+        ("inspection_id", pa.string()),
+        ("vehicle_id", pa.string()),
+        ("date", pa.date32()),
+        ("odometer_km", pa.float64()),
+        ("component", pa.string()),
+        ("position", pa.string()),
+        ("measurement", pa.string()),
+        ("value", pa.float64()),
+        ("verdict", pa.string()),
+        ("source", pa.string()),
+    ]
+)
+
+# what became of a work order
+OUTCOME_STATUSES = ("booked", "declined", "no_show", "done_replaced", "done_ok")
+OUTCOMES = pa.schema(
+    [
+        ("work_order_id", pa.string()),
+        ("vehicle_id", pa.string()),
+        ("component", pa.string()),
+        ("date", pa.date32()),
+        ("status", pa.string()),
+        ("source", pa.string()),
+    ]
+)
+
+# one row per observed service need, derived from the records (pipeline.needs)
+NEED_EVIDENCE = ("measured", "replaced_worn", "breakdown", "replaced")
+NEEDS = pa.schema(
+    [
+        ("vehicle_id", pa.string()),
+        ("component", pa.string()),
+        ("need_date", pa.date32()),
+        ("evidence", pa.string()),
+        ("bracket_days", pa.float64()),
+    ]
+)
+
+# the workshop's records: imported from the CRM, upserted by these natural keys
+RECORD_KEYS: dict[str, tuple[str, ...]] = {
+    "vehicles": ("vehicle_id",),
+    "service_events": ("event_id",),
+    "inspections": ("inspection_id",),
+    "outcomes": ("work_order_id", "status"),
+}
 
 QUARANTINE = pa.schema(
     [
@@ -129,6 +190,9 @@ TABLES: dict[str, pa.Schema] = {
     "trips": TRIPS,
     "vehicles": VEHICLES,
     "service_events": SERVICE_EVENTS,
+    "inspections": INSPECTIONS,
+    "outcomes": OUTCOMES,
+    "needs": NEEDS,
 }
 
 
@@ -187,7 +251,7 @@ def _reject(reasons: pd.Series, mask: pd.Series, column: str, why: str) -> None:
     reasons[new] = f"{column}: {why}"
 
 
-def validate(df: pd.DataFrame, table: str, origin: str = "") -> Validated:
+def validate(df: pd.DataFrame, table: str, origin: str = "", known_vehicles: set[str] | None = None) -> Validated:
     """Split `df` into conforming rows and quarantined rows, each with a reason naming the column.
 
     Values that cannot be parsed at all (text in a number column) are rejected, not nulled:
@@ -214,6 +278,8 @@ def validate(df: pd.DataFrame, table: str, origin: str = "") -> Validated:
     if "vehicle_id" in conformed:
         vin = conformed["vehicle_id"].fillna("")
         _reject(reasons, ~vin.str.match(VIN_RE.pattern), "vehicle_id", "not a 17-character VIN (A-Z without I/O/Q, 0-9)")
+        if known_vehicles is not None:  # records about a car the workshop never handed over are not guessed at
+            _reject(reasons, ~vin.isin(known_vehicles), "vehicle_id", "unknown vehicle (not in the vehicles records)")
 
     if table in ("samples", "dtc_events"):
         _reject(reasons, conformed["ts"].isna(), "ts", "missing or unparseable timestamp")
@@ -233,6 +299,14 @@ def validate(df: pd.DataFrame, table: str, origin: str = "") -> Validated:
         _reject(reasons, ~conformed["component"].isin(allowed), "component", f"not one of {allowed}")
         _reject(reasons, ~conformed["action"].isin(SERVICE_ACTIONS), "action", f"not one of {SERVICE_ACTIONS}")
         _reject(reasons, conformed["date"].isna(), "date", "missing")
+        _reject(reasons, conformed["event_id"].fillna("").str.strip() == "", "event_id", "missing")
+    elif table == "inspections":
+        _validate_inspections(conformed, reasons)
+    elif table == "outcomes":
+        _reject(reasons, conformed["work_order_id"].fillna("").str.strip() == "", "work_order_id", "missing")
+        _reject(reasons, ~conformed["component"].isin(components.names()), "component", f"not one of {components.names()}")
+        _reject(reasons, ~conformed["status"].isin(OUTCOME_STATUSES), "status", f"not one of {OUTCOME_STATUSES}")
+        _reject(reasons, conformed["date"].isna(), "date", "missing")
 
     bad = reasons.notna().to_numpy()
     q = pd.DataFrame(
@@ -248,6 +322,24 @@ def validate(df: pd.DataFrame, table: str, origin: str = "") -> Validated:
     )
     q["quarantined_at"] = q["quarantined_at"].astype("datetime64[ms, UTC]")
     return Validated(conformed[~bad].reset_index(drop=True), q)
+
+
+def _validate_inspections(c: pd.DataFrame, reasons: pd.Series) -> None:
+    """A measurement must be one the component's registry entry names, at a position it has, within range."""
+    _reject(reasons, c["inspection_id"].fillna("").str.strip() == "", "inspection_id", "missing")
+    _reject(reasons, c["date"].isna(), "date", "missing")
+    _reject(reasons, ~c["component"].isin(components.names()), "component", f"not one of {components.names()}")
+    known = c["component"].isin(components.names())
+    for comp in components.all_components():
+        mine = known & (c["component"] == comp.name)
+        _reject(reasons, mine & ~c["measurement"].isin(comp.measurements), "measurement",
+                f"not one of {comp.measurements} for {comp.name}")
+        _reject(reasons, mine & ~c["position"].isin(comp.positions), "position", f"not one of {comp.positions} for {comp.name}")
+    _reject(reasons, c["value"].isna(), "value", "missing")
+    for m, (lo, hi) in MEASUREMENT_RANGES.items():
+        is_m = c["measurement"] == m
+        _reject(reasons, is_m & c["value"].notna() & ~c["value"].between(lo, hi), "value", f"{m} outside [{lo}, {hi}]")
+    _reject(reasons, c["verdict"].notna() & ~c["verdict"].isin(VERDICTS), "verdict", f"not one of {VERDICTS}")
 
 
 def to_arrow(df: pd.DataFrame, table: str) -> pa.Table:

@@ -71,10 +71,14 @@ def _append_partitioned(df: pd.DataFrame, table: str, root: Path, key: str | Non
     return files
 
 
+def _quarantine_root(paths: Paths, table: str) -> Path:
+    return (paths.records / "quarantine" if table in schemas.RECORD_KEYS else paths.quarantine) / table
+
+
 def write_quarantine(q: pd.DataFrame, paths: Paths, table: str, key: str | None = None) -> Path | None:
     if q.empty:
         return None
-    path = paths.quarantine / table / _part_name(key)
+    path = _quarantine_root(paths, table) / _part_name(key)
     return atomic_write_parquet(schemas.to_arrow(q, "quarantine"), path)
 
 
@@ -128,7 +132,7 @@ def read_dtc_events(paths: Paths | None = None, vehicle_ids=None) -> pd.DataFram
 
 def read_quarantine(paths: Paths | None = None, table: str = "samples") -> pd.DataFrame:
     paths = paths or Paths.from_env()
-    root = paths.quarantine / table
+    root = _quarantine_root(paths, table)
     if not root.exists():
         return schemas.QUARANTINE.empty_table().to_pandas()
     return ds.dataset(root, format="parquet").to_table().to_pandas()
@@ -152,3 +156,45 @@ def read_table(name: str, paths: Paths | None = None, columns=None, filters=None
             return schemas.empty(name)
         raise FileNotFoundError(f"{path} does not exist: run the step that builds {name!r} first")
     return pq.read_table(path, columns=columns, filters=filters).to_pandas()
+
+
+@dataclass
+class UpsertResult:
+    table: str
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+
+    @property
+    def written(self) -> int:
+        return self.new + self.changed
+
+
+def _row_hashes(df: pd.DataFrame) -> pd.Series:
+    return pd.util.hash_pandas_object(df, index=True)
+
+
+def upsert_records(df: pd.DataFrame, table: str, paths: Paths | None = None) -> UpsertResult:
+    """Merge valid rows of a records table into the stored table by its natural key.
+
+    A new key is added; a known key whose fields differ replaces the stored row (the CRM corrected
+    it); identical rows change nothing, and when nothing changed the file is not rewritten — so
+    importing the same export twice leaves the store as it was.
+    """
+    paths = paths or Paths.from_env()
+    keys = list(schemas.RECORD_KEYS[table])
+    res = UpsertResult(table)
+    new = schemas.conform(df, table).drop_duplicates(keys, keep="last").set_index(keys)
+    if new.empty:
+        return res
+    old = schemas.conform(read_table(table, paths), table).set_index(keys)
+    known = new.index.isin(old.index)
+    res.new = int((~known).sum())
+    if known.any():
+        common = new.index[known]
+        same = _row_hashes(new.loc[common]).to_numpy() == _row_hashes(old.loc[common]).to_numpy()
+        res.changed, res.unchanged = int((~same).sum()), int(same.sum())
+    if res.written:
+        out = pd.concat([old[~old.index.isin(new.index)], new]).sort_index(kind="stable").reset_index()
+        write_table(out, table, paths)
+    return res
