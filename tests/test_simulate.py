@@ -267,6 +267,7 @@ RECORDED = [
 ]
 
 
-@pytest.mark.parametrize("kwargs, want", RECORDED, ids=lambda x: "-".join(f"{v}" for v in x.values()) if "seed" in x else "")
+@pytest.mark.parametrize("kwargs, want", RECORDED,
+                         ids=["40x200-seed0-mixed", "25x150-seed3-hot-aggr1.5", "10x60-seed1-raw2", "6x90-seed32-hot-raw2"])
 def test_same_output_as_recorded(kwargs, want):
     assert fingerprint(simulate_fleet(**kwargs)) == want
