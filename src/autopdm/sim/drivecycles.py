@@ -9,6 +9,7 @@ A *variant* = template × speed scale × style. The library renders every varian
 summarises it with `trips.summarise` — the same code that summarises recorded data — so each
 simulated trip takes its kinematic summary (distance, braking energy per tonne, harsh counts, idle,
 stops, speeds) from the one trip code path, and `--raw-vehicles` renders the identical speed trace.
+Where the cycles come from: data/README.md; how the simulator uses the variants: docs/simulator.md.
 """
 
 from __future__ import annotations

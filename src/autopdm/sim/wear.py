@@ -1,20 +1,22 @@
 """Hidden physics of the simulator: pad, tire and 12 V battery wear, and how a workshop resolves a need.
 
 Nothing here is visible to the features: the models only ever see trip summaries, voltages and
-service history. Calibration (see ../shared/STACK_NOTES.md, "Domain numbers"):
+service history. The published figures these constants are calibrated to, and what a simulated
+fleet gives, are in docs/simulator.md ("What the wear physics is calibrated to"). In short:
 
 - Brake pads: wear ∝ friction braking energy: the part of each deceleration beyond rolling resistance,
   drag and engine braking (`friction_energy`), so town stops and late hard braking wear pads and
   gentle highway slow-downs barely do. Features see only `brake_energy_kj_per_t` (all deceleration,
-  ½(v₁²−v₂²) per tonne) and harsh counts, which correlate with it. New 11 mm, need at 3 mm (wear fraction 1), a workshop replaces at ≤ 4 mm (7/8) when it
-  looks at them. Capacity is set so that ~100 kJ/t per km (mixed driving) gives ~50k km.
+  ½(v₁²−v₂²) per tonne) and harsh counts, which correlate with it. New 11 mm, need at 3 mm (wear
+  fraction 1), a workshop replaces at ≤ 4 mm (7/8) when it looks at them. Capacity is set so that
+  ~100 kJ/t per km (mixed driving) gives ~50k km.
 - Tires: wear ∝ distance × harshness × under-inflation (tread life −1.8 % per psi under placard) × heat.
   New 8 mm, need at 3 mm (fraction 1), legal 1.6 mm; inspections replace at ≤ 3.5 mm. ~60k km median.
 - Battery: state of health falls with calendar time, faster in heat (doubling per 15 °C of battery
   temperature), with undercharged days (only short trips) and long parked stretches, with a knee near
-  the end of life (`soh_from_wear`). Need when SOH
-  reaches 0.55, where the crank minimum meets the load-test threshold (9.6 V at 20 °C, 9.3 V at 4 °C,
-  8.5 V at −18 °C). ~4.5–5 years temperate, ~3 hot, 5+ cold.
+  the end of life (`soh_from_wear`). Need when SOH reaches 0.55, where the crank minimum meets the
+  load-test threshold (9.6 V at 20 °C, 9.3 V at 4 °C, 8.5 V at −18 °C). ~4.5–5 years temperate,
+  ~3 hot, 5+ cold.
 """
 
 from __future__ import annotations
