@@ -244,24 +244,24 @@ def test_fuel_level_stays_in_range_on_very_long_trips():
 # the commit message); a refactoring must leave them untouched. Regenerate with `fingerprint(simulate_fleet(**kw))`.
 RECORDED = [
     (dict(n_vehicles=40, days=200, seed=0, climate="mixed"), {
-        "vehicles": "40x9:95ec2984f2824ef5", "trips": "18153x23:7f2fa1c5f8ce5c0b",
-        "service_events": "110x7:f2c53c1e8914d0dd", "dtc_events": "19x4:551eb9b33d3529de",
+        "vehicles": "40x10:739661ead1efb92b", "trips": "18153x23:7f2fa1c5f8ce5c0b",
+        "service_events": "110x8:a58108a956f1b580", "dtc_events": "19x4:551eb9b33d3529de",
         "true_needs": "7x11:91d8060df1a481e9", "samples": "0x20:25f74dfdd75b4aa7",
         "lives": "120x8:da00760f30244477"}),
     (dict(n_vehicles=25, days=150, seed=3, climate="hot", aggressiveness=1.5), {
-        "vehicles": "25x9:ebc3e9b7b5e64493", "trips": "11378x23:eafb4a074d6a94d0",
-        "service_events": "76x7:896151da59b6926c", "dtc_events": "35x4:1f0aea12fc6ec32c",
+        "vehicles": "25x10:c9f6c97b018be14e", "trips": "11378x23:eafb4a074d6a94d0",
+        "service_events": "76x8:29730bce940e55bc", "dtc_events": "35x4:1f0aea12fc6ec32c",
         "true_needs": "9x11:2b9a91b4acf0a86c", "samples": "0x20:25f74dfdd75b4aa7",
         "lives": "75x8:78018352f9faf549"}),
     (dict(n_vehicles=10, days=60, seed=1, raw_vehicles=2), {
-        "vehicles": "10x9:c7bd15624be6b5b1", "trips": "1090x23:30fd05898843fd7c",
-        "service_events": "3x7:8a5843ca4f0743e4", "dtc_events": "4x4:a5a7dc14c2eb44e3",
+        "vehicles": "10x10:2ea07b4ab9ec97cd", "trips": "1090x23:30fd05898843fd7c",
+        "service_events": "3x8:bdb6c00da9746d6f", "dtc_events": "4x4:a5a7dc14c2eb44e3",
         "true_needs": "0x11:7fd757e14826f2ec", "samples": "600068x20:677f1655e8c82719",
         "lives": "30x8:c501f8733ad0f117"}),
     # a raw vehicle with a no-start morning (dead-battery samples and their P0562)
     (dict(n_vehicles=6, days=90, seed=32, climate="hot", raw_vehicles=2), {
-        "vehicles": "6x9:9e4f1d61a279bbb1", "trips": "2254x23:e727b1860048c1aa",
-        "service_events": "8x7:e6143fcc079e9193", "dtc_events": "1x4:e4795d71f403b8e9",
+        "vehicles": "6x10:1df01bd61150d82d", "trips": "2254x23:e727b1860048c1aa",
+        "service_events": "8x8:95493fd772df724e", "dtc_events": "1x4:e4795d71f403b8e9",
         "true_needs": "2x11:0592d6f6f5ee4eeb", "samples": "490007x20:4211c117ba825ac0",
         "lives": "18x8:da35f5f41b138b6b"}),
 ]
