@@ -1,4 +1,4 @@
-"""Features: point-in-time correctness (leakage), labels, and the time-and-vehicle split."""
+"""Features: point-in-time correctness (leakage), labels, the time-and-vehicle split, the recorded table."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from autopdm import schemas
-from autopdm import components
+from autopdm import components, schemas
+from autopdm.modeling.split import time_vehicle_split
 from autopdm.pipeline.features import HORIZON_DAYS, build_features, feature_columns
+from autopdm.sim.fleet import simulate_fleet
 
 LABEL_COLUMNS = ([c.label for c in components.all_components()] + [c.days_to_need for c in components.all_components()]
                  + ["label_complete"])
-from autopdm.modeling.split import time_vehicle_split
 
 
 def hand_fleet(n: int = 12, days: int = 150, seed: int = 0):
@@ -156,3 +156,117 @@ def test_split_no_vehicle_and_no_day_overlap():
     # stable: the same seed gives the same split
     s2 = time_vehicle_split(f.sample(frac=1.0, random_state=1).sort_index(), seed=0)
     assert (s2.train == s.train).all() and (s2.test == s.test).all()
+
+
+# --------------------------------------------------------------------------------------------
+# Fingerprints of the features table. They pin build_features' output exactly (values, dtypes,
+# column order) on fixed inputs, so that a refactoring cannot change the table unnoticed. Update
+# them deliberately, and only when a feature changes on purpose (say so in the commit message);
+# `_fingerprint` below prints what to paste. The input hash tells a changed table from changed
+# inputs (simulate_fleet or hand_fleet): if the inputs moved, check the table on the old inputs first.
+
+# every column in order, with its dtype where it is not float32
+_COLUMN_SPEC = """
+vehicle_id:object date:datetime64[ns] trips_7d distance_km_7d drive_hours_7d idle_share_7d short_trip_share_7d
+mean_speed_kph_7d brake_energy_kj_per_t_7d brake_energy_per_km_7d harsh_brake_per_100km_7d
+harsh_accel_per_100km_7d rest_voltage_v_7d crank_min_voltage_v_mean_7d crank_margin_v_7d charge_voltage_v_7d
+ambient_temp_c_7d cold_start_share_7d tire_pressure_min_kpa_7d crank_margin_cold_v_7d
+rest_voltage_overnight_v_7d telemetry_days_7d trips_30d distance_km_30d drive_hours_30d idle_share_30d
+short_trip_share_30d mean_speed_kph_30d brake_energy_kj_per_t_30d brake_energy_per_km_30d
+harsh_brake_per_100km_30d harsh_accel_per_100km_30d rest_voltage_v_30d crank_min_voltage_v_mean_30d
+crank_margin_v_30d charge_voltage_v_30d ambient_temp_c_30d cold_start_share_30d tire_pressure_min_kpa_30d
+crank_margin_cold_v_30d rest_voltage_overnight_v_30d telemetry_days_30d trips_90d distance_km_90d
+drive_hours_90d idle_share_90d short_trip_share_90d mean_speed_kph_90d brake_energy_kj_per_t_90d
+brake_energy_per_km_90d harsh_brake_per_100km_90d harsh_accel_per_100km_90d rest_voltage_v_90d
+crank_min_voltage_v_mean_90d crank_margin_v_90d charge_voltage_v_90d ambient_temp_c_90d cold_start_share_90d
+tire_pressure_min_kpa_90d crank_margin_cold_v_90d rest_voltage_overnight_v_90d telemetry_days_90d
+rest_voltage_v_min_7d rest_voltage_v_min_30d crank_min_voltage_v_7d crank_min_voltage_v_30d
+crank_margin_v_min_7d crank_margin_v_min_30d ambient_temp_c_min_7d ambient_temp_c_min_30d
+tire_pressure_min_kpa_min_7d tire_pressure_min_kpa_min_30d max_decel_mps2_max_7d max_decel_mps2_max_30d
+crank_margin_cold_v_min_7d crank_margin_cold_v_min_30d rest_voltage_overnight_v_min_7d
+rest_voltage_overnight_v_min_30d rest_voltage_v_slope_30d rest_voltage_v_slope_90d crank_min_voltage_v_slope_30d
+crank_min_voltage_v_slope_90d charge_voltage_v_slope_30d charge_voltage_v_slope_90d
+tire_pressure_min_kpa_slope_30d tire_pressure_min_kpa_slope_90d crank_margin_cold_v_slope_30d
+crank_margin_cold_v_slope_90d rest_voltage_overnight_v_slope_30d rest_voltage_overnight_v_slope_90d
+rest_voltage_v_delta_7_90 crank_margin_v_delta_7_90 tire_pressure_min_kpa_delta_7_90 charge_voltage_v_delta_7_90
+crank_margin_cold_v_delta_7_90 rest_voltage_overnight_v_delta_7_90 crank_margin_days_to_zero
+days_since_last_trip telemetry_days_total odometer_km vehicle_age_days segment_code model_year curb_mass_kg
+days_since_brake_service brake_serviced_on_record km_since_brake_service km_observed_since_brake_service
+brake_energy_kj_per_t_observed_since_brake_service brake_energy_kj_per_t_since_brake_service
+brake_work_mj_observed_since_brake_service brake_work_mj_since_brake_service
+harsh_brakes_observed_since_brake_service harsh_brakes_since_brake_service days_since_tire_service
+tire_serviced_on_record km_since_tire_service km_observed_since_tire_service harsh_events_since_tire_service
+hot_km_observed_since_tire_service hot_km_since_tire_service hot_share_since_tire_service
+days_since_battery_service battery_serviced_on_record km_since_battery_service km_observed_since_battery_service
+starts_observed_since_battery_service starts_since_battery_service cold_starts_observed_since_battery_service
+cold_starts_since_battery_service days_since_last_visit km_since_last_visit days_since_last_brake_inspect
+km_since_last_brake_inspect days_since_last_tire_inspect km_since_last_tire_inspect
+days_since_last_battery_inspect km_since_last_battery_inspect days_since_routine_service
+km_since_routine_service days_since_open_brake_inspect brake_energy_kj_per_t_since_brake_inspect_pass
+days_since_open_tire_inspect km_since_tire_inspect_pass days_since_open_battery_inspect
+starts_since_battery_inspect_pass crank_margin_cold_v_drop_from_best rest_voltage_overnight_v_drop_from_best
+crank_margin_cold_v_slope_60d rest_voltage_overnight_v_slope_60d crank_margin_days_to_zero_60d
+days_to_registration_anniversary dtc_count_7d dtc_count_30d dtc_count_90d dtc_battery_30d dtc_chassis_30d
+segment:string label_brake:int8 days_to_need_brake:float64 label_tire:int8 days_to_need_tire:float64
+label_battery:int8 days_to_need_battery:float64 label_complete:bool
+"""
+DTYPES = {c.split(":")[0]: (c.split(":") + ["float32"])[1] for c in _COLUMN_SPEC.split()}
+COLUMNS = list(DTYPES)
+# (input hash, rows, columns, table hash)
+FINGERPRINTS = {
+    "sim40x400s0": (18445936172769124600, 15498, 165, 5264407080917134711),
+    "sim20x300s2cold": (16491627384427105085, 5710, 165, 8035775252181161869),
+    "sim40x400s0_asof": (18445936172769124600, 10418, 165, 5266148075737783024),
+    "sim40x400s0_dates": (18445936172769124600, 159, 165, 13448982352760800129),
+    "hand_nodtc": (11017810901991904288, 1761, 165, 4416080764035598201),
+    "hand_se_none": (18176966127436346848, 1761, 165, 3988060195247242398),
+    "hand_noreg": (11441602877609646336, 24, 164, 16035706313513842302),
+    "hand_s1_asof": (14570156075274408830, 1254, 165, 13513946762069183867),
+}
+
+
+@pytest.fixture(scope="module")
+def sim_fleets():
+    return {"s0": simulate_fleet(40, 400, seed=0), "s2cold": simulate_fleet(20, 300, seed=2, climate="cold")}
+
+
+def _fingerprint_case(name: str, sim_fleets) -> tuple[tuple, dict]:
+    """The inputs of one fingerprint case: (trips, vehicles, service_events, dtc_events), build_features kwargs."""
+    if name.startswith("sim"):
+        f = sim_fleets["s2cold" if "cold" in name else "s0"]
+        args = (f.trips, f.vehicles, f.service_events, f.dtc_events)
+        kw = {"sim40x400s0_asof": {"as_of": "2025-09-30"},
+              "sim40x400s0_dates": {"dates": ["2025-03-01", "2025-07-15", "2025-12-31", "2026-01-20"]}}.get(name, {})
+        return args, kw
+    trips, veh, se, dtc = hand_fleet(seed=1 if name == "hand_s1_asof" else 0)
+    return {
+        "hand_nodtc": ((trips, veh, se, None), {}),
+        "hand_se_none": ((trips, veh, None, dtc), {}),
+        "hand_noreg": ((trips, veh.drop(columns=["first_registration_date", "segment"]), se, dtc),
+                       {"dates": ["2025-02-01", "2025-04-01"]}),
+        "hand_s1_asof": ((trips, veh, se, dtc), {"as_of": "2025-04-20"}),
+    }[name]
+
+
+def _hash(df: pd.DataFrame) -> int:
+    return int(pd.util.hash_pandas_object(df, index=False).sum())
+
+
+def _fingerprint(args, kw) -> tuple:
+    f = build_features(*args, **kw)
+    inputs = sum(_hash(d) for d in args if d is not None) % (1 << 64)
+    fp = (inputs, *f.shape, _hash(f))
+    print(fp)  # what to paste into FINGERPRINTS after a deliberate change
+    return fp, f
+
+
+@pytest.mark.parametrize("name", list(FINGERPRINTS))
+def test_features_table_is_unchanged(name, sim_fleets):
+    fp, f = _fingerprint(*_fingerprint_case(name, sim_fleets))
+    expected = FINGERPRINTS[name]
+    assert fp[0] == expected[0], "the inputs changed (simulate_fleet or hand_fleet), not necessarily build_features"
+    # without registration dates there is no anniversary column
+    want = [c for c in COLUMNS if not (name == "hand_noreg" and c == "days_to_registration_anniversary")]
+    assert list(f.columns) == want
+    assert {c: str(t) for c, t in f.dtypes.items()} == {c: DTYPES[c] for c in want}
+    assert fp[1:] == expected[1:]
