@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -74,6 +76,14 @@ def test_one_row_per_vehicle_day_and_dtypes():
     assert all(pd.api.types.is_numeric_dtype(f[c]) for c in feats)
 
 
+
+
+def test_dates_before_the_first_trip_give_an_empty_table():
+    trips, veh, se, dtc = hand_fleet(n=3, days=30)
+    first = pd.to_datetime(trips["end_ts"]).dt.tz_convert(None).min().normalize()
+    f = build_features(trips, veh, se, dtc, dates=[first - pd.Timedelta(days=1)])
+    assert f.empty and list(f.columns) == ["vehicle_id", "date"]
+    assert len(build_features(trips, veh, se, dtc, dates=[first])) > 0
 def test_leakage_data_after_t_does_not_move_features_at_t():
     trips, veh, se, dtc = hand_fleet(seed=1)
     t = pd.Timestamp("2025-03-15")
@@ -156,6 +166,81 @@ def test_split_no_vehicle_and_no_day_overlap():
     # stable: the same seed gives the same split
     s2 = time_vehicle_split(f.sample(frac=1.0, random_state=1).sort_index(), seed=0)
     assert (s2.train == s.train).all() and (s2.test == s.test).all()
+
+
+# a fourth component for tests only (registered only inside a test): engine coolant, worn by distance and starts
+COOLANT = components.Component(
+    name="coolant", part="engine coolant", limit=components.Limit("coolant_freeze_c", need=-15.0, advise=-20.0, unit="C"),
+    measurements=("coolant_freeze_c",), positions=("-",), action="Coolant test: freeze point; replace above -15 C",
+    wear={"km": "distance_km", "starts": "one"}, wear_since_pass=("one", "starts"),
+    baseline_description="coolant every 60,000 km", baseline_score=components.km_since_service_score("coolant"),
+    baseline_rule=components.beyond_km_rule("coolant", 60_000.0))
+
+
+def _trips_ending(trips: pd.DataFrame, v: str, after: pd.Timestamp, through: pd.Timestamp) -> pd.DataFrame:
+    """Trips of v ending after day `after` and on or before day `through` (days as the features count them)."""
+    tr = trips[trips["vehicle_id"] == v]
+    end = pd.to_datetime(tr["end_ts"]).dt.tz_convert(None)
+    return tr[(end >= after + pd.Timedelta(days=1)) & (end < through + pd.Timedelta(days=1))]
+
+
+def test_a_fourth_component_gets_its_columns_from_the_registry():
+    """A component registered here (no pipeline module knows it) gets since-service, inspection and label columns."""
+    trips, veh, se, dtc = hand_fleet(seed=5)
+    v = veh.vehicle_id[3]
+    se = se[se["vehicle_id"] != v]  # no other visit of v on the coolant's days (a routine service closes nothing)
+    fitted, looked, replaced = pd.Timestamp("2025-02-01"), pd.Timestamp("2025-03-10"), pd.Timestamp("2025-04-01")
+    base = build_features(trips, veh, se, dtc)
+    with components.registered(COOLANT):
+        ev = schemas.conform(pd.DataFrame({
+            "event_id": ["K1", "K2", "K3"], "vehicle_id": v, "date": [d.date() for d in (fitted, looked, replaced)],
+            "odometer_km": np.nan, "component": "coolant", "action": ["replace", "inspect", "replace"],
+            "source": "workshop"}), "service_events")
+        f = build_features(trips, veh, pd.concat([se, ev], ignore_index=True), dtc)
+    mine = [c for c in f.columns if "coolant" in c]
+    assert mine == ["days_since_coolant_service", "coolant_serviced_on_record", "km_since_coolant_service",
+                    "km_observed_since_coolant_service", "starts_observed_since_coolant_service",
+                    "starts_since_coolant_service", "days_since_last_coolant_inspect", "km_since_last_coolant_inspect",
+                    "days_since_open_coolant_inspect", "starts_since_coolant_inspect_pass", "label_coolant",
+                    "days_to_need_coolant"]
+    assert list(f.columns[-3:]) == ["label_coolant", "days_to_need_coolant", "label_complete"]
+    r = f[f["vehicle_id"] == v].set_index("date")
+    day = fitted + pd.Timedelta(days=10)
+    driven = _trips_ending(trips, v, fitted, day)
+    assert len(driven) > 5
+    assert r.loc[day, "days_since_coolant_service"] == 10 and r.loc[day, "coolant_serviced_on_record"] == 1
+    assert r.loc[day, "km_since_coolant_service"] == pytest.approx(driven["distance_km"].sum(), rel=1e-4)
+    assert r.loc[day, "starts_since_coolant_service"] == len(driven)
+    # the inspection (off-schedule, passed) stays open until the next replace; starts counted from it
+    day = looked + pd.Timedelta(days=6)
+    assert r.loc[day, "days_since_open_coolant_inspect"] == 6 and r.loc[day, "days_since_last_coolant_inspect"] == 6
+    assert r.loc[day, "starts_since_coolant_inspect_pass"] == len(_trips_ending(trips, v, looked, day))
+    assert r.loc[looked - pd.Timedelta(days=1), ["days_since_open_coolant_inspect", "starts_since_coolant_inspect_pass"]].isna().all()
+    after = r.loc[replaced + pd.Timedelta(days=1)]
+    assert np.isnan(after["days_since_open_coolant_inspect"]) and np.isnan(after["starts_since_coolant_inspect_pass"])
+    assert after["days_since_coolant_service"] == 1
+    # labels: the replace is a need, seen 1..HORIZON_DAYS days ahead
+    assert r.loc[replaced - pd.Timedelta(days=1), "label_coolant"] == 1
+    assert r.loc[replaced - pd.Timedelta(days=HORIZON_DAYS), "label_coolant"] == 1
+    assert r.loc[replaced - pd.Timedelta(days=HORIZON_DAYS + 1), "label_coolant"] == 0
+    assert r.loc[replaced - pd.Timedelta(days=3), "days_to_need_coolant"] == 3
+    assert r.loc[replaced, "label_coolant"] == 0 and r["label_coolant"].sum() == 2 * HORIZON_DAYS  # both replaces
+    others = f[f["vehicle_id"] != v]
+    assert (others["label_coolant"] == 0).all() and (others["coolant_serviced_on_record"] == 0).all()
+    # the other components' columns do not move (visits of any kind do: the coolant visits are visits)
+    same = [c for c in base.columns if c not in ("days_since_last_visit", "km_since_last_visit")]
+    pd.testing.assert_frame_equal(f[same], base[same])
+
+
+def test_unknown_family_or_use_quantity_is_a_clear_error():
+    trips, veh, se, dtc = hand_fleet(n=3, days=30)
+    bad = {"unknown feature family 'coolant_boil'": {"families": ("coolant_boil",)},
+           "feature family 'tire_heat' needs wear": {"families": ("tire_heat",)},  # it reads hot_km, which coolant lacks
+           "wear 'boils' names unknown use quantity 'boil'": {"wear": {"km": "distance_km", "boils": "boil"}}}
+    for message, change in bad.items():
+        with components.registered(dataclasses.replace(COOLANT, **change)):
+            with pytest.raises(ValueError, match=f"component 'coolant': {message}"):
+                build_features(trips, veh, se, dtc)
 
 
 # --------------------------------------------------------------------------------------------
