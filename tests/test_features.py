@@ -337,7 +337,7 @@ def _hash(df: pd.DataFrame) -> int:
     return int(pd.util.hash_pandas_object(df, index=False).sum())
 
 
-def _fingerprint(args, kw) -> tuple:
+def _fingerprint(args, kw) -> tuple[tuple, pd.DataFrame]:
     f = build_features(*args, **kw)
     inputs = sum(_hash(d) for d in args if d is not None) % (1 << 64)
     fp = (inputs, *f.shape, _hash(f))

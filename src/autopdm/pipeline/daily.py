@@ -96,7 +96,7 @@ def _overnight(vids: np.ndarray, t: pd.DataFrame) -> np.ndarray:
     return (gap >= OVERNIGHT_H[0]) & (gap <= OVERNIGHT_H[1])
 
 
-@dataclass
+@dataclass(eq=False)
 class Context:
     """What the feature families share: the grid, the trips on it, their daily sums, the records."""
 
@@ -105,7 +105,7 @@ class Context:
     cell: np.ndarray           # each trip's flat grid cell
     sums: dict[str, np.ndarray]     # daily sums: DAILY_USE, DAILY_READINGS and "n_<reading>" counts
     cums: dict[str, np.ndarray]     # their `cum` arrays (one column longer)
-    vehicles_in: pd.DataFrame
+    vehicle_table: pd.DataFrame  # the vehicles table as given
     events: pd.DataFrame       # dated service events of the grid's vehicles (with `day`), to labels_until and past
     dtc_events: pd.DataFrame | None
     labels_until: int
@@ -164,7 +164,7 @@ class Context:
     @functools.cached_property
     def vehicles(self) -> pd.DataFrame:
         """Vehicle attributes, one row per grid vehicle in grid order."""
-        return self.vehicles_in.drop_duplicates("vehicle_id").set_index("vehicle_id").reindex(self.grid.vids)
+        return self.vehicle_table.drop_duplicates("vehicle_id").set_index("vehicle_id").reindex(self.grid.vids)
 
     @functools.cached_property
     def registration_day(self) -> np.ndarray:
@@ -233,4 +233,4 @@ def make_context(trips: pd.DataFrame, vehicles: pd.DataFrame, service_events: pd
         sums["n_" + c] = g.count(cell, tr[c].to_numpy())
     events = se[(se["day"] > NO) & se["vehicle_id"].isin(g.vids)]
     return Context(grid=g, trips=tr, cell=cell, sums=sums, cums={k: cum(v) for k, v in sums.items()},
-                   vehicles_in=vehicles, events=events, dtc_events=dtc_events, labels_until=labels_until, want=want)
+                   vehicle_table=vehicles, events=events, dtc_events=dtc_events, labels_until=labels_until, want=want)
