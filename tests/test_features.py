@@ -1,18 +1,20 @@
-"""Features: point-in-time correctness (leakage), labels, and the time-and-vehicle split."""
+"""Features: point-in-time correctness (leakage), labels, the time-and-vehicle split, the recorded table."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from autopdm import schemas
-from autopdm import components
+from autopdm import components, schemas
+from autopdm.modeling.split import time_vehicle_split
 from autopdm.pipeline.features import HORIZON_DAYS, build_features, feature_columns
+from autopdm.sim.fleet import simulate_fleet
 
 LABEL_COLUMNS = ([c.label for c in components.all_components()] + [c.days_to_need for c in components.all_components()]
                  + ["label_complete"])
-from autopdm.modeling.split import time_vehicle_split
 
 
 def hand_fleet(n: int = 12, days: int = 150, seed: int = 0):
@@ -74,6 +76,14 @@ def test_one_row_per_vehicle_day_and_dtypes():
     assert all(pd.api.types.is_numeric_dtype(f[c]) for c in feats)
 
 
+
+
+def test_dates_before_the_first_trip_give_an_empty_table():
+    trips, veh, se, dtc = hand_fleet(n=3, days=30)
+    first = pd.to_datetime(trips["end_ts"]).dt.tz_convert(None).min().normalize()
+    f = build_features(trips, veh, se, dtc, dates=[first - pd.Timedelta(days=1)])
+    assert f.empty and list(f.columns) == ["vehicle_id", "date"]
+    assert len(build_features(trips, veh, se, dtc, dates=[first])) > 0
 def test_leakage_data_after_t_does_not_move_features_at_t():
     trips, veh, se, dtc = hand_fleet(seed=1)
     t = pd.Timestamp("2025-03-15")
@@ -156,3 +166,192 @@ def test_split_no_vehicle_and_no_day_overlap():
     # stable: the same seed gives the same split
     s2 = time_vehicle_split(f.sample(frac=1.0, random_state=1).sort_index(), seed=0)
     assert (s2.train == s.train).all() and (s2.test == s.test).all()
+
+
+# a fourth component for tests only (registered only inside a test): engine coolant, worn by distance and starts
+COOLANT = components.Component(
+    name="coolant", part="engine coolant", limit=components.Limit("coolant_freeze_c", need=-15.0, advise=-20.0, unit="C"),
+    measurements=("coolant_freeze_c",), positions=("-",), action="Coolant test: freeze point; replace above -15 C",
+    wear={"km": "distance_km", "starts": "one"}, wear_since_pass=("one", "starts"),
+    baseline_description="coolant every 60,000 km", baseline_score=components.km_since_service_score("coolant"),
+    baseline_rule=components.beyond_km_rule("coolant", 60_000.0))
+
+
+def _trips_ending(trips: pd.DataFrame, v: str, after: pd.Timestamp, through: pd.Timestamp) -> pd.DataFrame:
+    """Trips of v ending after day `after` and on or before day `through` (days as the features count them)."""
+    tr = trips[trips["vehicle_id"] == v]
+    end = pd.to_datetime(tr["end_ts"]).dt.tz_convert(None)
+    return tr[(end >= after + pd.Timedelta(days=1)) & (end < through + pd.Timedelta(days=1))]
+
+
+def test_a_fourth_component_gets_its_columns_from_the_registry():
+    """A component registered here (no pipeline module knows it) gets since-service, inspection and label columns."""
+    trips, veh, se, dtc = hand_fleet(seed=5)
+    v = veh.vehicle_id[3]
+    se = se[se["vehicle_id"] != v]  # no other visit of v on the coolant's days (a routine service closes nothing)
+    fitted, looked, replaced = pd.Timestamp("2025-02-01"), pd.Timestamp("2025-03-10"), pd.Timestamp("2025-04-01")
+    base = build_features(trips, veh, se, dtc)
+    with components.registered(COOLANT):
+        ev = schemas.conform(pd.DataFrame({
+            "event_id": ["K1", "K2", "K3"], "vehicle_id": v, "date": [d.date() for d in (fitted, looked, replaced)],
+            "odometer_km": np.nan, "component": "coolant", "action": ["replace", "inspect", "replace"],
+            "source": "workshop"}), "service_events")
+        f = build_features(trips, veh, pd.concat([se, ev], ignore_index=True), dtc)
+    mine = [c for c in f.columns if "coolant" in c]
+    assert mine == ["days_since_coolant_service", "coolant_serviced_on_record", "km_since_coolant_service",
+                    "km_observed_since_coolant_service", "starts_observed_since_coolant_service",
+                    "starts_since_coolant_service", "days_since_last_coolant_inspect", "km_since_last_coolant_inspect",
+                    "days_since_open_coolant_inspect", "starts_since_coolant_inspect_pass", "label_coolant",
+                    "days_to_need_coolant"]
+    assert list(f.columns[-3:]) == ["label_coolant", "days_to_need_coolant", "label_complete"]
+    r = f[f["vehicle_id"] == v].set_index("date")
+    day = fitted + pd.Timedelta(days=10)
+    driven = _trips_ending(trips, v, fitted, day)
+    assert len(driven) > 5
+    assert r.loc[day, "days_since_coolant_service"] == 10 and r.loc[day, "coolant_serviced_on_record"] == 1
+    assert r.loc[day, "km_since_coolant_service"] == pytest.approx(driven["distance_km"].sum(), rel=1e-4)
+    assert r.loc[day, "starts_since_coolant_service"] == len(driven)
+    # the inspection (off-schedule, passed) stays open until the next replace; starts counted from it
+    day = looked + pd.Timedelta(days=6)
+    assert r.loc[day, "days_since_open_coolant_inspect"] == 6 and r.loc[day, "days_since_last_coolant_inspect"] == 6
+    assert r.loc[day, "starts_since_coolant_inspect_pass"] == len(_trips_ending(trips, v, looked, day))
+    assert r.loc[looked - pd.Timedelta(days=1), ["days_since_open_coolant_inspect", "starts_since_coolant_inspect_pass"]].isna().all()
+    after = r.loc[replaced + pd.Timedelta(days=1)]
+    assert np.isnan(after["days_since_open_coolant_inspect"]) and np.isnan(after["starts_since_coolant_inspect_pass"])
+    assert after["days_since_coolant_service"] == 1
+    # labels: the replace is a need, seen 1..HORIZON_DAYS days ahead
+    assert r.loc[replaced - pd.Timedelta(days=1), "label_coolant"] == 1
+    assert r.loc[replaced - pd.Timedelta(days=HORIZON_DAYS), "label_coolant"] == 1
+    assert r.loc[replaced - pd.Timedelta(days=HORIZON_DAYS + 1), "label_coolant"] == 0
+    assert r.loc[replaced - pd.Timedelta(days=3), "days_to_need_coolant"] == 3
+    assert r.loc[replaced, "label_coolant"] == 0 and r["label_coolant"].sum() == 2 * HORIZON_DAYS  # both replaces
+    others = f[f["vehicle_id"] != v]
+    assert (others["label_coolant"] == 0).all() and (others["coolant_serviced_on_record"] == 0).all()
+    # the other components' columns do not move (visits of any kind do: the coolant visits are visits)
+    same = [c for c in base.columns if c not in ("days_since_last_visit", "km_since_last_visit")]
+    pd.testing.assert_frame_equal(f[same], base[same])
+
+
+def test_unknown_family_or_use_quantity_is_a_clear_error():
+    trips, veh, se, dtc = hand_fleet(n=3, days=30)
+    bad = {"unknown feature family 'coolant_boil'": {"families": ("coolant_boil",)},
+           "feature family 'tire_heat' needs wear": {"families": ("tire_heat",)},  # it reads hot_km, which coolant lacks
+           "wear 'boils' names unknown use quantity 'boil'": {"wear": {"km": "distance_km", "boils": "boil"}}}
+    for message, change in bad.items():
+        with components.registered(dataclasses.replace(COOLANT, **change)):
+            with pytest.raises(ValueError, match=f"component 'coolant': {message}"):
+                build_features(trips, veh, se, dtc)
+
+
+# --------------------------------------------------------------------------------------------
+# Fingerprints of the features table. They pin build_features' output exactly (values, dtypes,
+# column order) on fixed inputs, so that a refactoring cannot change the table unnoticed. Update
+# them deliberately, and only when a feature changes on purpose (say so in the commit message);
+# `_fingerprint` below prints what to paste. The input hash tells a changed table from changed
+# inputs (simulate_fleet or hand_fleet): if the inputs moved, check the table on the old inputs first.
+
+# every column in order, with its dtype where it is not float32
+_COLUMN_SPEC = """
+vehicle_id:object date:datetime64[ns] trips_7d distance_km_7d drive_hours_7d idle_share_7d short_trip_share_7d
+mean_speed_kph_7d brake_energy_kj_per_t_7d brake_energy_per_km_7d harsh_brake_per_100km_7d
+harsh_accel_per_100km_7d rest_voltage_v_7d crank_min_voltage_v_mean_7d crank_margin_v_7d charge_voltage_v_7d
+ambient_temp_c_7d cold_start_share_7d tire_pressure_min_kpa_7d crank_margin_cold_v_7d
+rest_voltage_overnight_v_7d telemetry_days_7d trips_30d distance_km_30d drive_hours_30d idle_share_30d
+short_trip_share_30d mean_speed_kph_30d brake_energy_kj_per_t_30d brake_energy_per_km_30d
+harsh_brake_per_100km_30d harsh_accel_per_100km_30d rest_voltage_v_30d crank_min_voltage_v_mean_30d
+crank_margin_v_30d charge_voltage_v_30d ambient_temp_c_30d cold_start_share_30d tire_pressure_min_kpa_30d
+crank_margin_cold_v_30d rest_voltage_overnight_v_30d telemetry_days_30d trips_90d distance_km_90d
+drive_hours_90d idle_share_90d short_trip_share_90d mean_speed_kph_90d brake_energy_kj_per_t_90d
+brake_energy_per_km_90d harsh_brake_per_100km_90d harsh_accel_per_100km_90d rest_voltage_v_90d
+crank_min_voltage_v_mean_90d crank_margin_v_90d charge_voltage_v_90d ambient_temp_c_90d cold_start_share_90d
+tire_pressure_min_kpa_90d crank_margin_cold_v_90d rest_voltage_overnight_v_90d telemetry_days_90d
+rest_voltage_v_min_7d rest_voltage_v_min_30d crank_min_voltage_v_7d crank_min_voltage_v_30d
+crank_margin_v_min_7d crank_margin_v_min_30d ambient_temp_c_min_7d ambient_temp_c_min_30d
+tire_pressure_min_kpa_min_7d tire_pressure_min_kpa_min_30d max_decel_mps2_max_7d max_decel_mps2_max_30d
+crank_margin_cold_v_min_7d crank_margin_cold_v_min_30d rest_voltage_overnight_v_min_7d
+rest_voltage_overnight_v_min_30d rest_voltage_v_slope_30d rest_voltage_v_slope_90d crank_min_voltage_v_slope_30d
+crank_min_voltage_v_slope_90d charge_voltage_v_slope_30d charge_voltage_v_slope_90d
+tire_pressure_min_kpa_slope_30d tire_pressure_min_kpa_slope_90d crank_margin_cold_v_slope_30d
+crank_margin_cold_v_slope_90d rest_voltage_overnight_v_slope_30d rest_voltage_overnight_v_slope_90d
+rest_voltage_v_delta_7_90 crank_margin_v_delta_7_90 tire_pressure_min_kpa_delta_7_90 charge_voltage_v_delta_7_90
+crank_margin_cold_v_delta_7_90 rest_voltage_overnight_v_delta_7_90 crank_margin_days_to_zero
+days_since_last_trip telemetry_days_total odometer_km vehicle_age_days segment_code model_year curb_mass_kg
+days_since_brake_service brake_serviced_on_record km_since_brake_service km_observed_since_brake_service
+brake_energy_kj_per_t_observed_since_brake_service brake_energy_kj_per_t_since_brake_service
+brake_work_mj_observed_since_brake_service brake_work_mj_since_brake_service
+harsh_brakes_observed_since_brake_service harsh_brakes_since_brake_service days_since_tire_service
+tire_serviced_on_record km_since_tire_service km_observed_since_tire_service harsh_events_since_tire_service
+hot_km_observed_since_tire_service hot_km_since_tire_service hot_share_since_tire_service
+days_since_battery_service battery_serviced_on_record km_since_battery_service km_observed_since_battery_service
+starts_observed_since_battery_service starts_since_battery_service cold_starts_observed_since_battery_service
+cold_starts_since_battery_service days_since_last_visit km_since_last_visit days_since_last_brake_inspect
+km_since_last_brake_inspect days_since_last_tire_inspect km_since_last_tire_inspect
+days_since_last_battery_inspect km_since_last_battery_inspect days_since_routine_service
+km_since_routine_service days_since_open_brake_inspect brake_energy_kj_per_t_since_brake_inspect_pass
+days_since_open_tire_inspect km_since_tire_inspect_pass days_since_open_battery_inspect
+starts_since_battery_inspect_pass crank_margin_cold_v_drop_from_best rest_voltage_overnight_v_drop_from_best
+crank_margin_cold_v_slope_60d rest_voltage_overnight_v_slope_60d crank_margin_days_to_zero_60d
+days_to_registration_anniversary dtc_count_7d dtc_count_30d dtc_count_90d dtc_battery_30d dtc_chassis_30d
+segment:string label_brake:int8 days_to_need_brake:float64 label_tire:int8 days_to_need_tire:float64
+label_battery:int8 days_to_need_battery:float64 label_complete:bool
+"""
+DTYPES = {c.split(":")[0]: (c.split(":") + ["float32"])[1] for c in _COLUMN_SPEC.split()}
+COLUMNS = list(DTYPES)
+# (input hash, rows, columns, table hash)
+FINGERPRINTS = {
+    "sim40x400s0": (18445936172769124600, 15498, 165, 5264407080917134711),
+    "sim20x300s2cold": (16491627384427105085, 5710, 165, 8035775252181161869),
+    "sim40x400s0_asof": (18445936172769124600, 10418, 165, 5266148075737783024),
+    "sim40x400s0_dates": (18445936172769124600, 159, 165, 13448982352760800129),
+    "hand_nodtc": (11017810901991904288, 1761, 165, 4416080764035598201),
+    "hand_se_none": (18176966127436346848, 1761, 165, 3988060195247242398),
+    "hand_noreg": (11441602877609646336, 24, 164, 16035706313513842302),
+    "hand_s1_asof": (14570156075274408830, 1254, 165, 13513946762069183867),
+}
+
+
+@pytest.fixture(scope="module")
+def sim_fleets():
+    return {"s0": simulate_fleet(40, 400, seed=0), "s2cold": simulate_fleet(20, 300, seed=2, climate="cold")}
+
+
+def _fingerprint_case(name: str, sim_fleets) -> tuple[tuple, dict]:
+    """The inputs of one fingerprint case: (trips, vehicles, service_events, dtc_events), build_features kwargs."""
+    if name.startswith("sim"):
+        f = sim_fleets["s2cold" if "cold" in name else "s0"]
+        args = (f.trips, f.vehicles, f.service_events, f.dtc_events)
+        kw = {"sim40x400s0_asof": {"as_of": "2025-09-30"},
+              "sim40x400s0_dates": {"dates": ["2025-03-01", "2025-07-15", "2025-12-31", "2026-01-20"]}}.get(name, {})
+        return args, kw
+    trips, veh, se, dtc = hand_fleet(seed=1 if name == "hand_s1_asof" else 0)
+    return {
+        "hand_nodtc": ((trips, veh, se, None), {}),
+        "hand_se_none": ((trips, veh, None, dtc), {}),
+        "hand_noreg": ((trips, veh.drop(columns=["first_registration_date", "segment"]), se, dtc),
+                       {"dates": ["2025-02-01", "2025-04-01"]}),
+        "hand_s1_asof": ((trips, veh, se, dtc), {"as_of": "2025-04-20"}),
+    }[name]
+
+
+def _hash(df: pd.DataFrame) -> int:
+    return int(pd.util.hash_pandas_object(df, index=False).sum())
+
+
+def _fingerprint(args, kw) -> tuple[tuple, pd.DataFrame]:
+    f = build_features(*args, **kw)
+    inputs = sum(_hash(d) for d in args if d is not None) % (1 << 64)
+    fp = (inputs, *f.shape, _hash(f))
+    print(fp)  # what to paste into FINGERPRINTS after a deliberate change
+    return fp, f
+
+
+@pytest.mark.parametrize("name", list(FINGERPRINTS))
+def test_features_table_is_unchanged(name, sim_fleets):
+    fp, f = _fingerprint(*_fingerprint_case(name, sim_fleets))
+    expected = FINGERPRINTS[name]
+    assert fp[0] == expected[0], "the inputs changed (simulate_fleet or hand_fleet), not necessarily build_features"
+    # without registration dates there is no anniversary column
+    want = [c for c in COLUMNS if not (name == "hand_noreg" and c == "days_to_registration_anniversary")]
+    assert list(f.columns) == want
+    assert {c: str(t) for c, t in f.dtypes.items()} == {c: DTYPES[c] for c in want}
+    assert fp[1:] == expected[1:]

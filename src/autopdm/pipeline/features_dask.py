@@ -6,11 +6,11 @@ provided every partition uses the same calendar. So:
 
 1. the fleet calendar — first trip day ``day0``, last day ``day_end`` and ``labels_until`` (how far the
    service history reaches, which decides ``label_complete``) — is computed once for the whole fleet,
-   exactly as :func:`autopdm.pipeline.features._build_pandas` computes it;
+   exactly as :func:`autopdm.pipeline.features.build_pandas` computes it;
 2. the trips are read with ``dask.dataframe.read_parquet`` and shuffled on a hash of the VIN into one
    partition per ~``vehicles_per_partition`` vehicles, so each partition holds *all* trips of its
-   vehicles; each partition runs the pandas engine (``features.ENGINES["pandas"]``, the function
-   ``build_features`` calls) with that calendar;
+   vehicles; each partition runs the pandas engine (:func:`autopdm.pipeline.features.build_pandas`, the
+   function ``build_features`` calls) with that calendar;
 3. the blocks are concatenated (or written in parallel as a Parquet dataset) and ``segment`` gets the
    pandas engine's dtype back.
 
@@ -36,8 +36,9 @@ import pyarrow.dataset as ds
 
 from autopdm import schemas, store
 from autopdm.config import Paths
-from autopdm.pipeline import features
-from autopdm.pipeline.features import _NO, CATEGORICAL, HORIZON_DAYS, AsOf, _day_number
+from autopdm.pipeline import features, labels
+from autopdm.pipeline.features import CATEGORICAL, AsOf
+from autopdm.pipeline.grid import NO, day_number
 
 DEFAULT_VEHICLES_PER_PARTITION = 250
 
@@ -109,19 +110,15 @@ def _read_dtc(url: str, storage_options=None) -> pd.DataFrame:
 
 
 def fleet_calendar(trip_end_days: np.ndarray, service_events: pd.DataFrame, day_end: int | None = None) -> Calendar:
-    """The grid ``_build_pandas`` would use for the whole fleet (see there: day0, day_end, labels_until)."""
-    days = trip_end_days[trip_end_days > _NO]
+    """The calendar ``build_pandas`` would use for the whole fleet (day0, day_end, labels_until)."""
+    days = trip_end_days[trip_end_days > NO]
     if len(days) == 0:
         raise ValueError("no trips: nothing to build features from")
     day0 = int(days.min())
     day_end = int(days.max()) if day_end is None else int(day_end)
-    labels_until = day_end
-    if service_events is not None and len(service_events):
-        sd = _day_number(service_events["date"])
-        sd = sd[(sd > _NO) & (sd <= day_end + HORIZON_DAYS)]
-        if len(sd):
-            labels_until = max(day_end, int(sd.max()))
-    return Calendar(day0, day_end, labels_until)
+    service_days = (day_number(service_events["date"]) if service_events is not None and len(service_events)
+                    else np.zeros(0, dtype=np.int64))
+    return Calendar(day0, day_end, labels.labels_until(service_days, day_end))
 
 
 def _trip_end_days(src: Sources, storage_options=None, client=None) -> np.ndarray:
@@ -132,7 +129,7 @@ def _trip_end_days(src: Sources, storage_options=None, client=None) -> np.ndarra
     end = dd.read_parquet(src.trips, columns=["end_ts"], storage_options=_so(src.trips, storage_options))["end_ts"]
     lo, hi = (client.compute([end.min(), end.max()], sync=True) if client is not None
               else [end.min().compute(), end.max().compute()])
-    return _day_number(pd.Series(pd.to_datetime([lo, hi], utc=True)))
+    return day_number(pd.Series(pd.to_datetime([lo, hi], utc=True)))
 
 
 # ------------------------------------------------------------------------------------------ partitions
@@ -149,8 +146,8 @@ def vehicle_blocks(vehicle_ids, per_partition: int) -> list[list[str]]:
 def build_partition(trips: pd.DataFrame, vehicles: pd.DataFrame, service_events: pd.DataFrame,
                     dtc_events: pd.DataFrame | None, cal: Calendar) -> pd.DataFrame:
     """The pandas engine on one block of vehicles with the fleet calendar; ``segment`` as plain strings."""
-    out = features.ENGINES["pandas"](trips, vehicles, service_events, dtc_events, None,
-                                     day0=cal.day0, day_end=cal.day_end, labels_until=cal.labels_until)
+    out = features.build_pandas(trips, vehicles, service_events, dtc_events, None,
+                                day0=cal.day0, day_end=cal.day_end, labels_until=cal.labels_until)
     if "segment" in out.columns:
         out["segment"] = out["segment"].astype(object)
     return out.reset_index(drop=True)
@@ -242,7 +239,7 @@ def build_features_dask(trips: pd.DataFrame, vehicles: pd.DataFrame, service_eve
     """
     import dask
 
-    cal = fleet_calendar(_day_number(trips["end_ts"]), service_events)
+    cal = fleet_calendar(day_number(trips["end_ts"]), service_events)
     blocks = vehicle_blocks(trips["vehicle_id"].astype(str), vehicles_per_partition)
     parts = zip(_split(trips, blocks), _split(vehicles, blocks), _split(service_events, blocks), _split(dtc_events, blocks))
     tasks = [dask.delayed(build_partition, pure=True)(t, v, s, d, cal) for t, v, s, d in parts]
