@@ -119,7 +119,8 @@ def run(cfg: DemoConfig, paths: Paths, console: Console) -> dict:
         with Dispatcher(ob, crm_url, secret, timeout=5.0) as d:
             d.run(until_empty=True, max_seconds=60)
         again_sc = score_fleet(as_of, paths, emit=True, deliver=True)  # an equivalent open order is not sent twice
-        received = httpx.get(f"http://127.0.0.1:{crm_port}/stats", timeout=5).json()
+        received = httpx.get(f"http://127.0.0.1:{crm_port}/stats", headers={"Authorization": f"Bearer {token}"},
+                             timeout=5).json()
         console.print(f"{sc.scored} vehicles scored, {len(sc.work_orders)} work orders, {sc.enqueued} enqueued; "
                       f"re-scoring enqueued {again_sc.enqueued} (suppressed {again_sc.suppressed}); "
                       f"outbox {ob.status()['counts']}; receiver {received}")

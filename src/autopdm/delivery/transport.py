@@ -44,6 +44,7 @@ class Transport(Protocol):
 def for_url(url: str, secret: str, timeout: float = 10.0, **kwargs) -> Transport:
     scheme = urlsplit(url).scheme.lower()
     if scheme not in TRANSPORTS:
-        raise ValueError(f"delivery URL {url!r}: no transport for scheme {scheme!r} (known: {', '.join(sorted(TRANSPORTS))})")
+        what = f"no transport for scheme {scheme!r}" if scheme else "no scheme"
+        raise ValueError(f"delivery URL {url!r}: {what} (known: {', '.join(f'{k}://' for k in sorted(TRANSPORTS))})")
     module, cls = TRANSPORTS[scheme].split(":")
     return getattr(importlib.import_module(module), cls)(url, secret, timeout=timeout, **kwargs)
