@@ -186,3 +186,13 @@ def test_breaker_stops_hammering_a_down_endpoint(home):
     assert not ob.claim(100)  # everything else postponed, nothing due
     assert ob.status()["counts"][PENDING] == 20
     assert ob.retry() == 20 and len(ob.claim(100)) == 20  # an operator retry makes them due again
+
+
+def test_unusable_home_is_one_line_not_a_traceback(tmp_path):
+    blocker = tmp_path / "home-is-a-file"
+    blocker.write_text("x")
+    env = env_for(blocker / "var")
+    for cmd in (["outbox", "status"], ["outbox", "dispatch", "--max-seconds", "1"], ["outbox", "retry"]):
+        r = subprocess.run([AUTOPDM, *cmd], env=env, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1 and "Traceback" not in r.stderr, (cmd, r.stderr)
+        assert "error:" in r.stderr and str(blocker) in r.stderr.replace("\n", ""), (cmd, r.stderr)

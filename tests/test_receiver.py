@@ -169,7 +169,8 @@ def test_stalled_connections_are_closed_and_others_still_served(receiver):
     t0 = time.monotonic()
     assert _post(url, encode_body(wo).encode(), wo["work_order_id"]).status_code == 201
     assert receiver_stats(port)["work_orders"] == 1
-    assert time.monotonic() - t0 < 3
+    served = time.monotonic() - t0
+    assert served < 3
     closed, deadline = 0, t0 + 8
     for s in stalled:
         s.settimeout(max(0.05, deadline - time.monotonic()))
@@ -184,4 +185,6 @@ def test_stalled_connections_are_closed_and_others_still_served(receiver):
             s.close()
     assert closed == len(stalled)
     assert time.monotonic() - t0 < 12
+    print(f"{len(stalled)} stalled connections: a delivery served in {served:.2f} s beside them, "
+          f"all closed {time.monotonic() - t0:.1f} s after (socket timeout 1 s)")
     assert "Traceback" not in log.read_text()

@@ -95,7 +95,7 @@ class Dispatcher:
         """Send one row; never raises for anything the row or the CRM does."""
         try:
             message = self.message(row)
-        except ValueError as exc:  # includes JSON and Unicode errors
+        except Exception as exc:  # JSON, Unicode, absurd nesting: the row itself is bad
             return Reply(False, None, f"poison row: {exc}"[:500], permanent=True)
         try:
             return self.transport.send(message)
