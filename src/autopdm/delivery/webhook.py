@@ -63,7 +63,8 @@ def classify(code: int, headers: httpx.Headers, excerpt: str = "") -> Reply:
         return Reply(True, code)
     if 300 <= code < 400:
         where = headers.get("location", "?")[:200]
-        return Reply(False, code, f"HTTP {code}: redirect to {where} not followed; point the webhook URL there", permanent=True)
+        return Reply(False, code, f"HTTP {code}: redirect to {where} not followed; point the webhook URL there",
+                     permanent=True)
     err = f"HTTP {code}: {excerpt}" if excerpt else f"HTTP {code}"
     permanent = 400 <= code < 500 and code not in RETRYABLE_4XX
     return Reply(False, code, err, None if permanent else parse_retry_after(headers.get("retry-after")), permanent)
