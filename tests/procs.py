@@ -15,6 +15,7 @@ from autopdm.localproc import start, stop, wait_http  # noqa: F401  (re-exported
 
 AUTOPDM = str(Path(sys.executable).parent / "autopdm")
 SECRET = "test-webhook-secret"
+RECEIVER_TOKEN = "test-receiver-token"  # what start_receiver's GET /work-orders and /stats want
 
 
 def env_for(home: Path, **extra: str) -> dict[str, str]:
@@ -25,14 +26,35 @@ def env_for(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def start_receiver(home: Path, port: int, log: Path, delay: float = 0.0) -> subprocess.Popen:
-    p = start([AUTOPDM, "crm-receiver", "--port", str(port), "--delay", str(delay)], env_for(home), log)
+def start_receiver(home: Path, port: int, log: Path, delay: float = 0.0, token: str | None = RECEIVER_TOKEN,
+                   timeout: float | None = None) -> subprocess.Popen:
+    """A real `autopdm crm-receiver`; `token` = its AUTOPDM_API_TOKEN (None: no token configured)."""
+    env = env_for(home)
+    env.pop("AUTOPDM_API_TOKEN", None)
+    if token is not None:
+        env["AUTOPDM_API_TOKEN"] = token
+    cmd = [AUTOPDM, "crm-receiver", "--port", str(port), "--delay", str(delay)]
+    if timeout is not None:
+        cmd += ["--timeout", str(timeout)]
+    p = start(cmd, env, log)
     wait_http(f"http://127.0.0.1:{port}/healthz", 20, p, log)
     return p
 
 
+def receiver_auth(token: str = RECEIVER_TOKEN) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
 def receiver_stats(port: int) -> dict:
-    return httpx.get(f"http://127.0.0.1:{port}/stats", timeout=5).json()
+    r = httpx.get(f"http://127.0.0.1:{port}/stats", headers=receiver_auth(), timeout=5)
+    r.raise_for_status()
+    return r.json()
+
+
+def receiver_work_orders(port: int, limit: int = 10_000) -> list[dict]:
+    r = httpx.get(f"http://127.0.0.1:{port}/work-orders?limit={limit}", headers=receiver_auth(), timeout=10)
+    r.raise_for_status()
+    return r.json()
 
 
 def fake_work_orders(n: int, as_of: str = "2026-06-01") -> list[dict]:

@@ -12,10 +12,11 @@ import pytest
 
 from autopdm.delivery.dispatcher import Dispatcher, backoff_delay
 from autopdm.delivery.outbox import DELIVERED, PARKED, PENDING, Outbox
-from autopdm.delivery.webhook import sign, verify
+from autopdm.delivery import signing
 
 from .conftest import free_port
-from .procs import AUTOPDM, SECRET, env_for, fake_work_orders, receiver_stats, start, start_receiver, stop
+from .procs import (AUTOPDM, SECRET, env_for, fake_work_orders, receiver_stats, receiver_work_orders, start, start_receiver,
+                    stop)
 
 
 def _mock(handler):
@@ -24,9 +25,13 @@ def _mock(handler):
 
 def test_signature_roundtrip():
     body = b'{"a":1}'
-    s = sign(body, "k")
-    assert s.startswith("sha256=") and len(s) == 7 + 64
-    assert verify(body, "k", s) and not verify(body + b" ", "k", s) and not verify(body, "k", None)
+    h = signing.sign("wo-1", body, "k")
+    s = h["webhook-signature"]
+    assert s.startswith("v1,") and len(s) == 3 + 44  # base64 of a 32-byte HMAC-SHA256
+    assert signing.verify(body, h, "k") == "wo-1"
+    for bad_body, bad_h in [(body + b" ", h), (body, {**h, "webhook-signature": ""})]:
+        with pytest.raises(signing.SignatureError):
+            signing.verify(bad_body, bad_h, "k")
 
 
 def test_enqueue_is_idempotent_and_suppresses_open_recommendations(home):
@@ -72,7 +77,7 @@ def test_statuses_5xx_retry_4xx_park_2xx_deliver(home):
 
     def handler(req: httpx.Request):
         key = req.headers["Idempotency-Key"]
-        assert verify(req.content, SECRET, req.headers["X-Autopdm-Signature"])
+        assert signing.verify(req.content, req.headers, SECRET) == key
         assert json.loads(req.content)["work_order_id"] == key
         seen.append(key)
         code = plan[key].pop(0)
@@ -126,7 +131,7 @@ def test_receiver_down_then_up_delivers_each_exactly_once(home, tmp_path):
         assert ob.status()["counts"][DELIVERED] == 30
         stats = receiver_stats(port)
         assert stats == {"work_orders": 30, "deliveries": 30, "duplicates": 0, "rejected": 0}
-        got = {w["work_order_id"] for w in httpx.get(f"http://127.0.0.1:{port}/work-orders?limit=100").json()}
+        got = {w["work_order_id"] for w in receiver_work_orders(port)}
         assert got == {w["work_order_id"] for w in wos}
         # a second run has nothing left to send
         subprocess.run(_dispatch_cmd(2), env=env, capture_output=True, timeout=60)
@@ -160,7 +165,7 @@ def test_dispatcher_killed_mid_delivery_loses_and_duplicates_nothing(home, tmp_p
         stats = receiver_stats(port)
         assert stats["work_orders"] == 40  # none lost, each stored once
         assert stats["duplicates"] <= 1  # at most the request in flight at the kill, de-duplicated by key
-        got = [w["work_order_id"] for w in httpx.get(f"http://127.0.0.1:{port}/work-orders?limit=100").json()]
+        got = [w["work_order_id"] for w in receiver_work_orders(port)]
         assert sorted(got) == sorted(w["work_order_id"] for w in wos)
     finally:
         stop(rec)
@@ -181,3 +186,13 @@ def test_breaker_stops_hammering_a_down_endpoint(home):
     assert not ob.claim(100)  # everything else postponed, nothing due
     assert ob.status()["counts"][PENDING] == 20
     assert ob.retry() == 20 and len(ob.claim(100)) == 20  # an operator retry makes them due again
+
+
+def test_unusable_home_is_one_line_not_a_traceback(tmp_path):
+    blocker = tmp_path / "home-is-a-file"
+    blocker.write_text("x")
+    env = env_for(blocker / "var")
+    for cmd in (["outbox", "status"], ["outbox", "dispatch", "--max-seconds", "1"], ["outbox", "retry"]):
+        r = subprocess.run([AUTOPDM, *cmd], env=env, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1 and "Traceback" not in r.stderr, (cmd, r.stderr)
+        assert "error:" in r.stderr and str(blocker) in r.stderr.replace("\n", ""), (cmd, r.stderr)

@@ -37,7 +37,7 @@ class Settings(BaseSettings):
                                                              "without one the protected endpoints refuse everything")
     crm_webhook_url: Optional[str] = Field(None, description="where work orders are delivered (http(s):// webhook; "
                                                              "file:// appends them to a JSON Lines file)")
-    crm_webhook_secret: Optional[SecretStr] = Field(None, description="shared secret the webhook signature is made with")
+    crm_webhook_secret: Optional[SecretStr] = Field(None, description="shared secret of the Standard Webhooks signature: a passphrase (used as the key as-is) or whsec_<base64>")
     outbox_backoff_base_s: float = Field(1.0, gt=0, description="first retry delay of a failed delivery (doubles per attempt)")
     outbox_backoff_cap_s: float = Field(600.0, gt=0, description="longest delay between two delivery attempts")
     alert_budget: float = Field(1.5, gt=0, description="alerts allowed per component, as a multiple of the need prevalence")

@@ -141,7 +141,7 @@ def _score_and_deliver(srv: _Servers, paths: Paths, as_of: str, console: Console
     with Dispatcher(ob, srv.crm_url, srv.secret, timeout=5.0) as d:
         d.run(until_empty=True, max_seconds=60)
     again = score_fleet(as_of, paths, emit=True, deliver=False)  # an equivalent open order is not sent twice
-    received = httpx.get(f"{srv.crm_base}/stats", timeout=5).json()
+    received = httpx.get(f"{srv.crm_base}/stats", headers={"Authorization": f"Bearer {srv.token}"}, timeout=5).json()
     console.print(f"{sc.scored} vehicles scored, {len(sc.work_orders)} work orders, {sc.enqueued} enqueued; "
                   f"re-scoring enqueued {again.enqueued} (suppressed {again.suppressed}); "
                   f"outbox {ob.status()['counts']}; receiver {received}")

@@ -8,10 +8,18 @@
   with the reason until an operator runs ``autopdm outbox retry``.
 * Circuit breaker: after `BREAKER` consecutive sends that reached nobody, the pass stops and the
   other due rows are postponed instead of being tried one by one.
+* Whatever happens, an attempt is recorded and the lease released: a row that cannot be turned
+  into a message (a corrupted body) and a send that raises something unforeseen are parked with
+  the reason, and the pass goes on with the rows behind them. Leases of rows not attempted are
+  given back even when the pass is interrupted (Ctrl-C, SIGTERM, a database error).
+* Rows are claimed `batch` at a time with a lease long enough for each of them to be attempted
+  (every attempt is bounded by `timeout`), so another live dispatcher never sends them too.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import random
 import time
 from dataclasses import dataclass
@@ -19,7 +27,7 @@ from dataclasses import dataclass
 from autopdm.config import Settings
 from autopdm.delivery import transport as transports
 from autopdm.delivery.outbox import DELIVERED, PARKED, PENDING, Outbox
-from autopdm.delivery.transport import Message, Transport
+from autopdm.delivery.transport import Message, Reply, Transport
 
 
 @dataclass
@@ -47,13 +55,14 @@ class Dispatcher:
 
     def __init__(self, outbox: Outbox, url: str | None = None, secret: str | None = None, *,
                  transport: Transport | None = None, timeout: float = 10.0, backoff_base: float | None = None,
-                 backoff_cap: float | None = None, batch: int = 50, client=None) -> None:
+                 backoff_cap: float | None = None, batch: int = 10, client=None) -> None:
         s = Settings()
         self.outbox = outbox
         self.timeout = timeout
         self.backoff_base = backoff_base if backoff_base is not None else s.outbox_backoff_base_s
         self.backoff_cap = backoff_cap if backoff_cap is not None else s.outbox_backoff_cap_s
         self.batch = batch
+        self.lease_s = batch * (timeout + 5) + 30
         if transport is None:
             url = url or s.crm_webhook_url
             secret = secret if secret is not None else s.secret("crm_webhook_secret")
@@ -72,10 +81,31 @@ class Dispatcher:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    @staticmethod
+    def message(row) -> Message:
+        """The message for an outbox row; ValueError when the stored body is not a JSON object."""
+        body = row["body"]
+        if not isinstance(body, str):
+            raise ValueError(f"stored body is {type(body).__name__}, not text")
+        if not isinstance(json.loads(body), dict):
+            raise ValueError("stored body is not a JSON object")
+        return Message(row["work_order_id"], body.encode("utf-8"))
+
+    def attempt(self, row) -> Reply:
+        """Send one row; never raises for anything the row or the CRM does."""
+        try:
+            message = self.message(row)
+        except Exception as exc:  # JSON, Unicode, absurd nesting: the row itself is bad
+            return Reply(False, None, f"poison row: {exc}"[:500], permanent=True)
+        try:
+            return self.transport.send(message)
+        except Exception as exc:  # a reply (or a bug) nobody foresaw: park it, keep going
+            return Reply(False, None, f"unexpected {type(exc).__name__}: {exc}"[:500], permanent=True)
+
     def deliver_one(self, row) -> str:
         wid = row["work_order_id"]
         attempts = row["attempts"] + 1
-        reply = self.transport.send(Message(wid, row["body"].encode("utf-8")))
+        reply = self.attempt(row)
         if reply.ok:
             self.outbox.finish(wid, status=DELIVERED, attempts=attempts, last_status=reply.status,
                                last_error=None, delivered_at=time.time())
@@ -93,27 +123,34 @@ class Dispatcher:
     def run_once(self, deadline: float | None = None) -> DispatchStats:
         """One pass over the rows that are due now (until `deadline`, a time.monotonic() value)."""
         st = DispatchStats()
-        lease = self.timeout * 2 + 5
         down = 0
         while True:
-            rows = self.outbox.claim(self.batch, lease_s=lease)
+            rows = self.outbox.claim(self.batch, lease_s=self.lease_s)
             if not rows:
                 return st
-            for k, row in enumerate(rows):
-                if (deadline is not None and time.monotonic() >= deadline) or down >= self.BREAKER:
-                    self.outbox.release([r["work_order_id"] for r in rows[k:]])
-                    if down >= self.BREAKER:
-                        self.outbox.postpone_due(backoff_delay(row["attempts"] + 1, self.backoff_base, self.backoff_cap))
-                    return st
-                r = self.deliver_one(row)
-                st.attempts += 1
-                if r == DELIVERED:
-                    st.delivered += 1
-                elif r == PARKED:
-                    st.parked += 1
-                else:
-                    st.retried += 1
-                down = down + 1 if r == "unreachable" else 0
+            ids = [r["work_order_id"] for r in rows]
+            done = 0
+            try:
+                for row in rows:
+                    if (deadline is not None and time.monotonic() >= deadline) or down >= self.BREAKER:
+                        self.outbox.release(ids[done:])
+                        if down >= self.BREAKER:
+                            self.outbox.postpone_due(backoff_delay(row["attempts"] + 1, self.backoff_base, self.backoff_cap))
+                        return st
+                    r = self.deliver_one(row)
+                    done += 1
+                    st.attempts += 1
+                    if r == DELIVERED:
+                        st.delivered += 1
+                    elif r == PARKED:
+                        st.parked += 1
+                    else:
+                        st.retried += 1
+                    down = down + 1 if r == "unreachable" else 0
+            except BaseException:  # interrupted: give back what was not attempted, then let it through
+                with contextlib.suppress(Exception):
+                    self.outbox.release(ids[done:])
+                raise
 
     def run(self, until_empty: bool = True, max_seconds: float | None = None, poll: float = 1.0,
             stop=None) -> DispatchStats:

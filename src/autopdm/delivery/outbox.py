@@ -193,10 +193,12 @@ class Outbox:
         with self._con() as con:
             con.execute("BEGIN IMMEDIATE")
             try:
+                # leases held on other hosts are skipped here; this host's are checked for a live process below
                 rows = con.execute(
                     "SELECT work_order_id, lease_owner, lease_until FROM outbox WHERE status=? AND next_attempt_at<=? "
+                    "AND (lease_owner IS NULL OR lease_until IS NULL OR lease_until<=? OR lease_owner LIKE ?) "
                     "ORDER BY next_attempt_at, created_at LIMIT ?",
-                    (PENDING, now, limit * 4),
+                    (PENDING, now, now, host.replace("%", "_") + ":%", limit * 4),
                 ).fetchall()
                 ids = []
                 for r in rows:
