@@ -14,6 +14,7 @@ import pytest
 
 from autopdm import store
 from autopdm.ingest import can as can_ingest
+from autopdm.ingest import canlive
 from autopdm.sim import ecu as ecu_sim
 from autopdm.sim.elm327 import DEFAULT_VIN
 from autopdm.ingest.codecs.isotp import ObdDecoder
@@ -129,7 +130,7 @@ def test_live_virtual_bus_with_ecu_responders(home):
     ecus = ecu_sim.EcuResponder(channel, negative={bytes([0x01, 0x2F, 0x31, 0x42, 0x46, 0xA6]): 0x31})
     ecus.start()
     try:
-        rep = can_ingest.record_bus("virtual", channel, home, duration=2.5, period=0.05)
+        rep = canlive.record_bus("virtual", channel, home, duration=2.5, period=0.05)
     finally:
         ecus.stop()
     assert rep.vehicle_id == DEFAULT_VIN

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from autopdm.cli.common import clear_errors, console, fail, paths, progress
 from autopdm.ingest import can as can_ingest
+from autopdm.ingest import canlive
 from autopdm.ingest import csvlogs
 from autopdm.ingest import upload as up
 from autopdm.ingest.codecs import dbc as dbc_mod
@@ -144,7 +145,7 @@ def ingest_can(
         else:
             stop = {"flag": False}
             with _stop_on_signals(lambda: stop.__setitem__("flag", True)), console.status(f"recording {interface}:{channel}"):
-                reports.append(can_ingest.record_bus(interface, channel, p, vehicle_id, decoder, duration,
+                reports.append(canlive.record_bus(interface, channel, p, vehicle_id, decoder, duration,
                                                      query=not listen_only, extended=extended, resolution=resolution,
                                                      stop=lambda: stop["flag"]))
     failed = False

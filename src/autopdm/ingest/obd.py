@@ -31,7 +31,7 @@ from typing import Callable
 
 from autopdm.config import Paths
 from autopdm.ingest import spool
-from autopdm.ingest.codecs.obdcodec import (PIDS, VIN_RE, clean_vin, decode_dtcs, decode_mode01, decode_vin, is_negative, parse_bitmap)
+from autopdm.ingest.codecs.obdcodec import (PIDS, is_vin, clean_vin, decode_dtcs, decode_mode01, decode_vin, is_negative, parse_bitmap)
 
 try:  # optional, GPL
     import obd as _obd
@@ -165,7 +165,7 @@ class ObdRecorder:
                  multi_pid: bool = True, max_backoff: float = 30.0, off_poll: float = 2.0,
                  on_batch: Callable[[str, int], None] | None = None):
         _require_obd()
-        if vehicle_id is not None and not VIN_RE.match(vehicle_id.upper()):
+        if vehicle_id is not None and not is_vin(vehicle_id.upper()):
             raise VinError(f"--vehicle-id {vehicle_id!r} is not a 17-character VIN (A-Z without I/O/Q, 0-9)")
         self.port = port
         self.paths = paths
