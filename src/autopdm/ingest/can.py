@@ -99,12 +99,19 @@ class CanImportReport:
     reader: str = ""
     bad_lines: list = field(default_factory=list)
     error: str | None = None
+    usage_error: bool = False    # not imported for want of an option (--vehicle-id), not for the file
     seconds: float = 0.0
     dbc_frames: int = 0
 
     @property
     def frames_per_s(self) -> float:
         return self.frames / self.seconds if self.seconds else 0.0
+
+
+def check_vehicle_id(vehicle_id: str) -> str:
+    if not is_vin(vehicle_id.upper()):
+        raise VehicleIdError(f"--vehicle-id {vehicle_id!r} is not a 17-character VIN (A-Z without I/O/Q, 0-9)")
+    return vehicle_id.upper()
 
 
 def vehicle_for(sink: FrameSink, vehicle_id: str | None, origin: str) -> str:
@@ -114,9 +121,7 @@ def vehicle_for(sink: FrameSink, vehicle_id: str | None, origin: str) -> str:
             log.warning("%s: several VINs answered (%s); recording under the first, %s", origin, sorted(sink.vins), vin)
         return vin
     if vehicle_id:
-        if not is_vin(vehicle_id.upper()):
-            raise VehicleIdError(f"--vehicle-id {vehicle_id!r} is not a 17-character VIN (A-Z without I/O/Q, 0-9)")
-        return vehicle_id.upper()
+        return check_vehicle_id(vehicle_id)
     raise VehicleIdError(f"{origin}: no VIN in the traffic (no mode 09 PID 02 answer); pass --vehicle-id")
 
 
