@@ -105,15 +105,17 @@ def ingest_obd(
     single_pid: bool = typer.Option(False, "--single-pid", help="one PID per request (for ECUs that reject multi-PID requests)"),
     print_batches: bool = typer.Option(False, "--print-batches", help="print each committed batch id on stdout"),
 ) -> None:
-    """Record live from an ELM327 dongle (python-OBD): spool first, then the store."""
-    from autopdm.ingest import obd as obd_ingest  # python-OBD is GPL-2.0-only: imported only by this command
-
+    """Record live from an ELM327 dongle (python-OBD): spool first, then the store. Exit status 1
+    when no adapter answered on PORT during --duration; 2 for bad options."""
+    obd_ingest = _obd_module()
+    with clear_errors(obd_ingest.PortError):
+        obd_ingest.check_port(port)
     p = paths()
     on_batch = None
     if print_batches:
         def on_batch(bid, n):
             print(f"committed {bid} samples={n}", flush=True)
-    with clear_errors(obd_ingest.VinError, RuntimeError):
+    with clear_errors(obd_ingest.VinError):
         rec = obd_ingest.ObdRecorder(port, p, vehicle_id, duration, interval=interval, batch_interval=batch_interval,
                                      dtc_interval=dtc_interval, baudrate=baudrate, protocol=protocol,
                                      multi_pid=not single_pid, on_batch=on_batch)
@@ -130,6 +132,19 @@ def ingest_obd(
                   f"({stats.samples / elapsed:.1f} samples/s, {stats.queries / elapsed:.1f} requests/s); "
                   f"{stats.trips_closed} trip(s) closed, {stats.reconnects} reconnect(s); vehicle {stats.vehicle_id}")
     sys.stdout.flush()
+    if not stats.adapter_seen:
+        raise fail(f"--port {port}: no ELM327 adapter answered in {elapsed:.0f} s", code=1)
+
+
+def _obd_module():
+    """python-OBD is GPL-2.0-only: imported only by this command, and optional."""
+    try:
+        from autopdm.ingest import obd as obd_ingest
+    except ModuleNotFoundError as exc:
+        if exc.name in ("obd", "serial", "pint"):
+            raise fail(f"python-OBD is not installed ({exc.name}): pip install 'autopdm[obd]'") from None
+        raise
+    return obd_ingest
 
 
 @ingest_app.command("can")
