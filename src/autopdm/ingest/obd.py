@@ -234,11 +234,9 @@ class ObdRecorder:
         return r.value
 
     def _at(self, command: bytes) -> None:
-        """An AT command through python-OBD's interface (its answer is not needed)."""
-        try:
-            self.conn.interface.send_and_parse(command)
-        except Exception as exc:  # the port went away: the next query notices
-            log.debug("%s failed: %s", command, exc)
+        """An AT command, sent through `query` so that python-OBD knows it was the last command
+        (its fast mode repeats "the last command" with a bare CR)."""
+        self._query(OBDCommand(command.decode(), "AT command", command, 0, lambda messages: None, ECU.UNKNOWN, False))
 
     def _adapter_voltage(self) -> float | None:
         v = self._value(_obd.commands.ELM_VOLTAGE)
