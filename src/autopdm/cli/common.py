@@ -6,6 +6,7 @@ import contextlib
 import errno
 import os
 import sqlite3
+from pathlib import Path
 
 import click
 import typer
@@ -19,7 +20,35 @@ console = Console(stderr=True)
 
 
 def paths() -> Paths:
-    return Paths.from_env().ensure()
+    """The home every command works in; one clear line (exit 1) when it cannot be written."""
+    p = Paths.from_env()
+    problem = home_problem(p.home)
+    if problem:
+        raise fail(problem, code=1)
+    return p.ensure()
+
+
+def home_problem(home: Path) -> str | None:
+    """Why `home` cannot be written (read-only file system, no permission, no space), or None."""
+    where = Path(home)
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    try:
+        st = os.statvfs(where)
+    except OSError:
+        return None
+    why = _why_not_writable(where, st)
+    return f"cannot use {home}: {why}" if why else None
+
+
+def _why_not_writable(where: Path, st) -> str | None:
+    if st.f_flag & os.ST_RDONLY:
+        return "read-only file system"
+    if not os.access(where, os.W_OK):
+        return "permission denied"
+    if st.f_bavail == 0:
+        return "no space left on the device"
+    return None
 
 
 def progress() -> Progress:
@@ -65,11 +94,10 @@ def storage_error(exc: BaseException) -> str | None:
             where = e.filename or _home()
             return f"cannot use {where}: {_STORAGE_ERRNO[e.errno]}"
         if isinstance(e, sqlite3.OperationalError) and any(k in str(e).lower() for k in _SQLITE_STORAGE):
-            return f"cannot write the database under {_home()}: {e}"
-        text = str(e).lower()
-        if type(e).__module__.startswith(("pyarrow", "mlflow", "sqlalchemy")) and any(
-                k in text for k in ("read-only file system", "no space left", "permission denied", "readonly database")):
-            return f"cannot write under {_home()}: {str(e).splitlines()[0][:200]}"
+            return home_problem(Paths.from_env().home) or f"cannot write the database under {_home()}: {e}"
+        text = str(e).lower()  # pyarrow, MLflow and SQLAlchemy say it in words, without an errno
+        if any(k in text for k in ("read-only file system", "no space left", "readonly database", "disk quota")):
+            return home_problem(Paths.from_env().home) or f"cannot write under {_home()}: {str(e).splitlines()[0][:200]}"
     return None
 
 

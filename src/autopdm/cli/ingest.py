@@ -194,7 +194,7 @@ def _import_one(f: Path, p, vehicle_id, decoder, resolution):
     """One log; what goes wrong with it is in its report, never an exception that stops the others."""
     try:
         return can_ingest.import_log(f, p, vehicle_id, dbc=decoder, resolution=resolution)
-    except (can_ingest.VehicleIdError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+    except (can_ingest.VehicleIdError, FileNotFoundError) as exc:  # the input; not the store
         msg = str(exc) if not isinstance(exc, OSError) or not exc.strerror else f"{f}: {exc.strerror}"
         return can_ingest.CanImportReport(str(f), error=msg, usage_error=isinstance(exc, can_ingest.VehicleIdError))
 

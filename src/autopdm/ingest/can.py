@@ -192,6 +192,8 @@ def import_log(path: str | Path, paths: Paths, vehicle_id: str | None = None, db
     rep.seconds = time.perf_counter() - t0
     if outcome.error is not None:
         rep.error = str(outcome.error)
+    elif rep.frames == 0 and not outcome.bad:
+        rep.error = f"{path}: no CAN frames in this file (empty, or not a {path.suffix or 'CAN'} log)"
     elif outcome.bad:
         shown = "; ".join(rep.bad_lines[:5])
         more = f" (+{len(rep.bad_lines) - 5} more)" if len(rep.bad_lines) > 5 else ""

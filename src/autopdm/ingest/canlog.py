@@ -18,10 +18,13 @@ fed. A file that cannot be read to its end keeps what was read before the damage
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import gzip
 import io
 import logging
 import re
+import sys
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -308,7 +311,25 @@ def _looks_like_bad_timestamp(line: str) -> bool:
 
 
 # -- python-can ------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _quiet_finalizers():
+    """asammdf's MDF objects raise in ``__del__`` when their file was unreadable, and Python prints
+    that as "Exception ignored in …" with a traceback; here it goes to the debug log instead."""
+    old = sys.unraisablehook
+    sys.unraisablehook = lambda u: log.debug("ignored in %r: %s", u.object, u.exc_value)
+    try:
+        yield
+    finally:
+        gc.collect()
+        sys.unraisablehook = old
+
+
 def read_python_can(path: Path, ext: str, gz: bool, sink) -> ReadOutcome:
+    with _quiet_finalizers():
+        return _read_python_can(path, ext, gz, sink)
+
+
+def _read_python_can(path: Path, ext: str, gz: bool, sink) -> ReadOutcome:
     import can
 
     out = ReadOutcome(reader="python-can")

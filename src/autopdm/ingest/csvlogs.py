@@ -65,8 +65,8 @@ def read_lines(path: Path) -> CsvLines:
     """Header and good rows of a CSV file; every other non-empty line becomes a bad line."""
     try:
         data = Path(path).read_bytes()
-    except IsADirectoryError:
-        raise CsvFormatError(f"{path}: is a directory, not a CSV file") from None
+    except OSError as exc:  # the input file; a problem writing the store is not caught here
+        raise CsvFormatError(f"{path}: cannot read: {exc.strerror or exc}") from None
     raw_lines = data.splitlines()
     numbered = [(n, raw) for n, raw in enumerate(raw_lines, start=1) if raw.strip()]
     if not numbered:
@@ -294,11 +294,10 @@ def import_files(paths_in: list[Path], fmt: str, vehicle_id: str | None, start: 
     for p in map(Path, paths_in):
         try:
             res, t0 = import_file(p, fmt, vehicle_id, t0, paths)
-        except (CsvFormatError, OSError) as exc:
+        except CsvFormatError as exc:
             if not keep_going:
                 raise
-            msg = str(exc) if isinstance(exc, CsvFormatError) else f"{p}: {exc.strerror or exc}"
-            res = CsvResult(p, 0, 0, 0, error=msg)
+            res = CsvResult(p, 0, 0, 0, error=str(exc))
         results.append(res)
         if progress:
             progress(p)
