@@ -336,9 +336,13 @@ def _read_python_can(path: Path, ext: str, gz: bool, sink) -> ReadOutcome:
     feed, error_frame = sink.feed, sink.error_frame
     n = 0
     reader = None
+    cut = not gz and ext in (".trc", ".csv") and _ends_mid_line(path)
     try:
         if ext == ".asc":  # absolute timestamps: LogReader's default would start at 1970
             reader = can.ASCReader(open_text(path, gz), relative_timestamp=False)
+        elif cut:  # a cut-off last line would be read as a frame with half its data: leave it out
+            text = path.read_text(encoding="utf-8", errors="replace")
+            reader = {".trc": can.TRCReader, ".csv": can.CSVReader}[ext](io.StringIO(text[:text.rfind("\n") + 1]))
         else:
             reader = can.LogReader(path)
         out.reader = f"python-can {type(reader).__name__}"
@@ -356,7 +360,8 @@ def _read_python_can(path: Path, ext: str, gz: bool, sink) -> ReadOutcome:
             out.remote += msg.is_remote_frame
             out.fd += msg.is_fd
             feed(ts, msg.arbitration_id, msg.is_extended_id, b"" if msg.is_remote_frame else bytes(msg.data))
-        out.error = _cut_short(path, ext, gz, reader, n)
+        out.error = _cut_short(path, ext, gz, reader, n) if not cut else \
+            CanLogError(path, f"frame {n + 1} (end of file)", "file ends in the middle of a line")
     except Exception as exc:  # struct.error, EOFError, zlib.error, ValueError … from any reader
         out.error = CanLogError(path, _frame_position(reader, n), f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
     finally:
