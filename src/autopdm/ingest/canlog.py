@@ -252,7 +252,10 @@ def read_asc(path: Path, gz: bool, sink) -> ReadOutcome:
                 if not parts:
                     continue
                 if not parts[0][:1].isdigit():
-                    _asc_header(line, state)
+                    if _looks_like_bad_timestamp(line):
+                        out.bad_line(n, f"timestamp {parts[0]!r} is not a number of seconds", line)
+                    else:
+                        _asc_header(line, state)
                     continue
                 state["events"] = True
                 # the common case: "0.123456 1  7E8   Rx   d 8 04 41 0C 1A F8 AA AA AA"
@@ -306,8 +309,13 @@ def _asc_slow(line: str, n: int, state: dict, sink, out: ReadOutcome) -> None:
 def _looks_like_bad_timestamp(line: str) -> bool:
     """'nan 1 7E8 Rx d 8 …' or '1e300 1 …': a frame line whose time python-can cannot read."""
     parts = line.split()
-    return len(parts) >= 4 and not _ASC_TS.match(parts[0]) and (parts[1].isdigit() or parts[1].upper() == "CANFD") \
-        and parts[0][:1] in "0123456789+-.iInN"
+    if len(parts) < 4 or _ASC_TS.match(parts[0]) or not (parts[1].isdigit() or parts[1].upper() == "CANFD"):
+        return False
+    try:
+        float(parts[0])  # nan, inf, 1e300: numbers, but not what python-can reads as a time
+    except ValueError:
+        return False
+    return True
 
 
 # -- python-can ------------------------------------------------------------------------------------
