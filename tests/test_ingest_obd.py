@@ -8,7 +8,6 @@ the server.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess

@@ -216,7 +216,7 @@ def test_every_commit_is_fsynced_before_it_returns(home, monkeypatch):
     descriptor, one per batch, after the write (a kill -9 test cannot see this: the page cache
     survives a killed process)."""
     events = []
-    real_fsync, real_write = os.fsync, os.write
+    real_fsync = os.fsync
 
     def fsync(fd):
         events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))

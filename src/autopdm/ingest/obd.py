@@ -497,31 +497,6 @@ class ObdRecorder:
         return self.stats
 
 
-def naive_loop_rate(port: str, seconds: float = 3.0, protocol: str | None = None) -> dict:
-    """What plain python-OBD does: connect, then one stock command per PID, one at a time."""
-    stock = [_obd.commands[n] for n in ("RPM", "SPEED", "ENGINE_LOAD", "COOLANT_TEMP", "INTAKE_TEMP", "THROTTLE_POS",
-                                        "FUEL_LEVEL", "DISTANCE_SINCE_DTC_CLEAR", "CONTROL_MODULE_VOLTAGE",
-                                        "AMBIANT_AIR_TEMP")]
-    conn = _obd.OBD(port, fast=True, timeout=0.5, protocol=protocol)
-    q = v = samples = 0
-    t0 = time.monotonic()
-    try:
-        if conn.status() != OBDStatus.CAR_CONNECTED:
-            return {"samples_per_s": 0.0, "pid_values_per_s": 0.0, "requests_per_s": 0.0, "connected": False}
-        while time.monotonic() - t0 < seconds:
-            got = 0
-            for c in stock:
-                r = conn.query(c, force=True)
-                q += 1
-                got += not r.is_null()
-            v += got
-            samples += got > 0
-    finally:
-        conn.close()
-    dt = time.monotonic() - t0
-    return {"samples_per_s": samples / dt, "pid_values_per_s": v / dt, "requests_per_s": q / dt, "connected": True}
-
-
 def measure_query_rate(port: str, seconds: float = 3.0, multi_pid: bool = True, protocol: str | None = None) -> dict:
     """Requests/s, PID values/s and samples/s of a fixed plan (1 or 6 PIDs per request)."""
     conn = _obd.OBD(port, fast=True, timeout=0.5, protocol=protocol)

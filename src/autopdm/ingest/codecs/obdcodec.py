@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterator
 
-from autopdm.schemas import VIN_RE, is_vin  # noqa: F401  (one VIN rule for every path)
+from autopdm.schemas import is_vin  # one VIN rule for every path
 
 
 def _u8(scale: float = 1.0, offset: float = 0.0) -> Callable[[bytes], float]:
