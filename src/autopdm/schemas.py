@@ -166,8 +166,10 @@ _BOOL_WORDS = {"true": True, "false": False, "1": True, "0": False, "yes": True,
 def parse_booleans(col: pd.Series) -> pd.Series:
     """bool, 0/1 and the words true/false/yes/no/t/f (any case); anything else ("maybe", 2) → null,
     which `validate` then quarantines as unparseable."""
-    if pd.api.types.is_bool_dtype(col) or col.isna().all():
-        return col.astype("boolean") if len(col) and not col.isna().all() else pd.Series(pd.NA, index=col.index, dtype="boolean")
+    if col.isna().all():
+        return pd.Series(pd.NA, index=col.index, dtype="boolean")
+    if pd.api.types.is_bool_dtype(col):
+        return col.astype("boolean")
 
     def one(v):
         if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
