@@ -154,6 +154,13 @@ def test_ingest_obd_bad_port(home, tmp_path, port, code):
     assert port in r.stderr and "error:" in r.stderr
 
 
+@pytest.mark.parametrize("interface,channel", [("socketcan", "nocan0"), ("nosuchbus", "x")])
+def test_ingest_can_bus_that_cannot_be_opened(home, interface, channel):
+    r = CliRunner().invoke(app, ["ingest", "can", "--interface", interface, "--channel", channel, "--duration", "1"])
+    out = _no_traceback(r)
+    assert r.exit_code == 2 and f"{interface}:{channel}: cannot open the bus" in out
+
+
 # -- a read-only home ------------------------------------------------------------------------------
 COMMANDS = [
     ["ingest", "csv", "--format", "carobd", "--vehicle-id", VIN, "{carobd}"],

@@ -12,11 +12,12 @@ import click
 import typer
 from typer.core import TyperGroup
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from autopdm.config import Paths
 
-console = Console(stderr=True)
+console = Console(stderr=True, emoji=False)  # ":x:" in "can0:x:" is a channel, not an emoji
 
 
 def paths() -> Paths:
@@ -57,7 +58,7 @@ def progress() -> Progress:
 
 
 def fail(msg: str, code: int = 2) -> "typer.Exit":
-    console.print(f"[red]error:[/red] {msg}")
+    console.print(f"[red]error:[/red] {escape(msg)}")
     return typer.Exit(code)
 
 
@@ -121,5 +122,5 @@ class ErrorHandlingGroup(TyperGroup):
             msg = storage_error(exc)
             if msg is None:
                 raise
-            console.print(f"[red]error:[/red] {msg}")
+            console.print(f"[red]error:[/red] {escape(msg)}")
             raise typer.Exit(1) from None

@@ -11,6 +11,7 @@ from typing import List, Optional
 
 import typer
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from autopdm.cli.common import clear_errors, console, fail, paths, progress
@@ -41,12 +42,12 @@ def ingest_csv(
                                        keep_going=True)
     for r in results:
         if r.error:
-            console.print(f"[red]error:[/red] {r.error}")
+            console.print(f"[red]error:[/red] {escape(r.error)}")
             continue
         extra = f", unknown columns: {', '.join(r.unknown_columns)}" if r.unknown_columns else ""
-        console.print(f"{r.path}: {r.written} samples, {r.quarantined} quarantined{extra}")
+        console.print(escape(f"{r.path}: {r.written} samples, {r.quarantined} quarantined{extra}"))
         for why in r.reasons[:3]:
-            console.print(f"  quarantined {r.path.name} {why}")
+            console.print(escape(f"  quarantined {r.path.name} {why}"))
     _exit_for(sum(r.quarantined for r in results), sum(bool(r.error) for r in results), len(results))
 
 
@@ -126,7 +127,7 @@ def ingest_obd(
             else:
                 stats = rec.run()
     for e in stats.events:
-        console.print(e)
+        console.print(escape(e))
     elapsed = max(1e-9, time.monotonic() - stats.started)
     console.print(f"{stats.samples:,} samples, {stats.dtc_events} DTC events in {stats.batches} batches "
                   f"({stats.samples / elapsed:.1f} samples/s, {stats.queries / elapsed:.1f} requests/s); "
@@ -177,7 +178,7 @@ def ingest_can(
     if log:
         reports = [_import_one(f, p, vehicle_id, decoder, resolution) for f in log]
     else:
-        with clear_errors(can_ingest.VehicleIdError, OSError, ValueError, ImportError):
+        with clear_errors(can_ingest.VehicleIdError, canlive.BusError):
             stop = {"flag": False}
             with _stop_on_signals(lambda: stop.__setitem__("flag", True)), console.status(f"recording {interface}:{channel}"):
                 reports = [canlive.record_bus(interface, channel, p, vehicle_id, decoder, duration,
@@ -201,14 +202,14 @@ def _import_one(f: Path, p, vehicle_id, decoder, resolution):
 
 def _print_can_report(r) -> None:
     kinds = f"{r.error_frames:,} error, {r.remote_frames:,} remote, {r.fd_frames:,} CAN FD frames"
-    console.print(f"{r.path}: {r.frames:,} frames read ({kinds}), {r.decoded:,} decoded, {r.skipped:,} skipped, "
+    console.print(escape(f"{r.path}: {r.frames:,} frames read ({kinds}), {r.decoded:,} decoded, {r.skipped:,} skipped, "
                   f"{r.negative_responses:,} negative responses; {r.samples:,} samples, {r.dtc_events} DTC events "
                   f"for {r.vehicle_id or '-'}; {r.quarantined:,} quarantined "
-                  f"({r.frames_per_s:,.0f} frames/s, {r.reader or '-'}; ECUs {', '.join(r.ecus) or '-'})")
+                  f"({r.frames_per_s:,.0f} frames/s, {r.reader or '-'}; ECUs {', '.join(r.ecus) or '-'})"))
     if r.isotp_timeouts:
         console.print(f"  {r.isotp_timeouts} answer(s) dropped: the ECU stopped sending mid-answer (ISO-TP N_Cr)")
     if r.error:
-        console.print(f"[red]error:[/red] {r.error}")
+        console.print(f"[red]error:[/red] {escape(r.error)}")
 
 
 def upload_cmd(
@@ -229,7 +230,7 @@ def upload_cmd(
                   f"by the server, {rep.duplicates} already known; {rep.retries} retries; "
                   f"{rep.segments_deleted} segment(s) removed, {rep.segments_kept} kept")
     for c in rep.corrupt:
-        console.print(f"[yellow]unreadable spool line kept aside:[/yellow] {c}")
+        console.print(f"[yellow]unreadable spool line kept aside:[/yellow] {escape(c)}")
 
 
 def register(app: typer.Typer) -> None:

@@ -27,6 +27,10 @@ MAX_PIDS_PER_REQUEST = 6
 SCRIPT = (bytes([0x09, 0x02]), bytes([0x01, 0x00, 0x20, 0x40, 0x60, 0x80, 0xA0]), b"\x03", b"\x07")
 
 
+class BusError(RuntimeError):
+    """The bus could not be opened (no such interface or channel, no driver, no permission)."""
+
+
 @dataclass
 class IsoTpTiming:
     """ISO 15765-2 timers in milliseconds: N_Cr (wait for the next consecutive frame) and N_Bs
@@ -238,7 +242,10 @@ def record_bus(interface: str, channel: str, paths: Paths, vehicle_id: str | Non
     """Open a python-can bus and record it (see `LiveRecorder`)."""
     import can
 
-    bus = can.Bus(interface=interface, channel=channel, **(bus_kwargs or {}))
+    try:
+        bus = can.Bus(interface=interface, channel=channel, **(bus_kwargs or {}))
+    except (can.CanError, OSError, ValueError, NotImplementedError, ImportError) as exc:
+        raise BusError(f"{interface}:{channel}: cannot open the bus: {exc}") from None
     try:
         rec = LiveRecorder(bus, paths, vehicle_id, dbc, query=query, extended=extended, period=period,
                            response_timeout=response_timeout, batch_interval=batch_interval, resolution=resolution,

@@ -4,8 +4,10 @@ Adapters and ECUs differ in ways python-OBD does not look at: many ECUs answer o
 request but say ``NO DATA`` to a request for several; some answer only the first PID of such a
 request; slow ECUs answer after the ELM's default 200 ms timeout; clone adapters answer the first
 requests after a reset with ``BUS INIT: ...ERROR``, or lose the CAN headers python-OBD needs.
-`probe` finds out with a handful of requests, so that the recorder polls in the form this car
-answers and tells "the ECU does not do that" from "the ignition is off".
+`probe` finds out with a handful of requests: single-PID requests (retried, then with headers
+switched on again, adaptive timing and the longest ELM timeout), then a two-PID request. The
+recorder polls in the form this car answers and tells "the ECU does not do that" from "the
+ignition is off".
 
 The probe's own requests are never byte-identical to the polling plan's (python-OBD's fast mode
 remembers, per request, how many answer lines the first answer had, and would carry an error
@@ -111,7 +113,8 @@ def _single(value, at, caps: Capabilities) -> bool:
         if value(cmd):
             return True
     at(b"ATH1")            # a clone that forgot the headers python-OBD needs after a reset
-    at(SLOW_TIMEOUT)       # an ECU slower than the ELM's default timeout
+    at(b"ATAT1")           # adaptive timing on: the ELM learns how long this ECU takes …
+    at(SLOW_TIMEOUT)       # … up to the longest timeout it has, for an ECU slower than the default
     caps.tries += 1
     if value(cmd):
         caps.slow = True
