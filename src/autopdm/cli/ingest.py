@@ -82,6 +82,7 @@ def _render_obd(stats):
     t.add_column()
     t.add_row("vehicle", str(stats.vehicle_id or "?"))
     t.add_row("protocol", stats.protocol or "?")
+    t.add_row("adapter and ECU", stats.capabilities or "?")
     t.add_row("samples/s", f"{stats.rate_samples:.1f}  (requests/s {stats.rate_queries:.1f})")
     t.add_row("samples", f"{stats.samples:,} in {stats.batches:,} committed batches")
     t.add_row("trips closed / reconnects", f"{stats.trips_closed} / {stats.reconnects}")
