@@ -3,17 +3,23 @@ ECU responders (ISO-TP flow control, two ECUs, a negative answer), 29-bit ids, a
 
 from __future__ import annotations
 
+import gzip
 import math
 import os
+import re
 import sys
 import subprocess
+import time
 from pathlib import Path
 
 import can
+import pandas as pd
 import pytest
 
 from autopdm import store
+from autopdm.config import Paths
 from autopdm.ingest import can as can_ingest
+from autopdm.ingest import canlive
 from autopdm.sim import ecu as ecu_sim
 from autopdm.sim.elm327 import DEFAULT_VIN
 from autopdm.ingest.codecs.isotp import ObdDecoder
@@ -73,10 +79,28 @@ def test_truncated_file_keeps_what_was_read_and_names_the_position(home, tmp_pat
     cut.write_bytes(data[: int(len(data) * 0.6) + 3])
     r = _run(home, "--log", str(cut))
     assert r.returncode == 1, r.stderr
-    assert str(cut) in r.stderr and ("line" in r.stderr or "frame" in r.stderr)
+    # the error names the file and where it stopped …
+    m = re.search(re.escape(str(cut)) + r": unreadable at (line|frame) (\d+)", " ".join(r.stderr.split()))
+    assert m, r.stderr
     kept = store.read_samples(home)
     assert 0 < len(kept) < N  # the part before the cut is in the store
     assert "frames read" in r.stderr
+    # … and what was kept is exactly an import of the file up to that line or frame
+    unit, pos = m.group(1), int(m.group(2))
+    before = tmp_path / f"before{suffix}"
+    if unit == "line":
+        opener = gzip.open if suffix.endswith(".gz") else open
+        with opener(whole, "rt") as fh:
+            lines = fh.readlines()
+        head = lines[:pos - 1] + (["End TriggerBlock\n"] if ".asc" in suffix else [])
+        with opener(before, "wt") as fh:
+            fh.writelines(head)
+    else:
+        _write(before, list(can.LogReader(whole))[:pos - 1])
+    ref = Paths.from_env(tmp_path / "reference").ensure()
+    rep = can_ingest.import_log(before, ref)
+    assert rep.error is None, rep.error
+    pd.testing.assert_frame_equal(kept, store.read_samples(ref))
 
 
 def test_bad_line_in_the_middle_is_skipped_not_fatal(home, tmp_path, traffic):
@@ -129,7 +153,7 @@ def test_live_virtual_bus_with_ecu_responders(home):
     ecus = ecu_sim.EcuResponder(channel, negative={bytes([0x01, 0x2F, 0x31, 0x42, 0x46, 0xA6]): 0x31})
     ecus.start()
     try:
-        rep = can_ingest.record_bus("virtual", channel, home, duration=2.5, period=0.05)
+        rep = canlive.record_bus("virtual", channel, home, duration=2.5, period=0.05)
     finally:
         ecus.stop()
     assert rep.vehicle_id == DEFAULT_VIN
@@ -207,3 +231,55 @@ def test_dbc_decode_hyundai_ccan(home, tmp_path):
     bad.write_text("dbc: opendbc:hyundai_2015_ccan.dbc\ncolumns:\n  brake_pressure_bar: {message: ESP12, signal: NOPE}\n")
     r = _run(home, "--log", str(path), "--signals", str(bad), "--vehicle-id", "KMHDH41EXFU123456")
     assert r.returncode == 2 and "signal 'NOPE' is not in ESP12" in r.stderr
+
+
+def test_tester_gives_up_on_a_half_answer_after_n_cr(home):
+    """The ECUs stop after the first frame of every multi-frame answer (the VIN, 6-PID answers).
+    The tester's ISO-TP stack waits N_Cr for the next consecutive frame, drops the half answer
+    (never decoded) and goes on polling; without N_Cr it would wait forever on the first one."""
+    channel = f"autopdm-ncr-{os.getpid()}"
+    ecus = ecu_sim.EcuResponder(channel, break_multiframe=True)
+    ecus.start()
+    try:
+        rep = canlive.record_bus("virtual", channel, home, vehicle_id=DEFAULT_VIN, duration=2.5, period=0.0,
+                                 timing=canlive.IsoTpTiming(n_cr_ms=150))
+    finally:
+        ecus.stop()
+    assert ecus.flow_controls >= 5                  # the tester's stack answered each first frame …
+    assert rep.isotp_timeouts >= 5                  # … and timed each stalled answer out
+    assert ecus.requests >= 8                       # and went on asking
+    s = store.read_samples(home)
+    # the engine's answers were all multi-frame: none decoded; the gearbox's single frames were
+    assert s["rpm"].isna().all() and s["odometer_km"].isna().all() and s["speed_kph"].notna().any()
+
+
+def test_ecu_abandons_an_answer_after_n_bs_when_nobody_sends_flow_control(home):
+    """A listen-only recorder never transmits, not even flow control. An ECU asked for its VIN by
+    a tester that then goes quiet waits N_Bs for the flow control, abandons the answer, and still
+    answers the next request; the listener decodes the single-frame answers it hears."""
+    import threading
+
+    channel = f"autopdm-nbs-{os.getpid()}"
+    ecus = ecu_sim.EcuResponder(channel, n_bs_ms=300)
+    ecus.start()
+    tester = can.Bus(interface="virtual", channel=channel)
+    reports = []
+    listener = threading.Thread(target=lambda: reports.append(canlive.record_bus(
+        "virtual", channel, home, vehicle_id=DEFAULT_VIN, duration=2.0, query=False)))
+    listener.start()
+    try:
+        time.sleep(0.3)
+        tester.send(can.Message(arbitration_id=0x7DF, is_extended_id=False, data=b"\x02\x09\x02\x00\x00\x00\x00\x00"))
+        time.sleep(0.15)
+        assert ecus.fc_timeouts == 0                 # still within N_Bs
+        time.sleep(0.4)
+        assert ecus.fc_timeouts == 1                 # N_Bs expired: the VIN answer was abandoned
+        tester.send(can.Message(arbitration_id=0x7DF, is_extended_id=False, data=b"\x02\x01\x0d\x00\x00\x00\x00\x00"))
+        listener.join(timeout=10)
+    finally:
+        tester.shutdown()
+        ecus.stop()
+    rep = reports[0]
+    assert ecus.flow_controls == 0                  # the listener sent none
+    assert rep.values >= 1 and rep.vehicle_id == DEFAULT_VIN   # the speed answer, heard passively
+    assert store.read_samples(home)["speed_kph"].notna().any()

@@ -8,7 +8,6 @@ the server.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -17,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+import pyarrow.dataset as ds
 import pytest
 
 obd = pytest.importorskip("obd")
@@ -102,9 +102,13 @@ def test_record_through_unplug_and_ignition_off(home, tmp_path):
     err = _stderr(proc)
     assert proc.returncode == 0, err
     acked = out.committed()
-    assert set(before_unplug) <= set(acked)
     # nothing the recorder acknowledged is lost: every committed batch is in the spool …
     assert set(acked) == _spooled_ids(home)
+    # … the ones committed before the plug was pulled too, each of their readings in the store
+    spooled = {b.batch_id: b for seg in spool.segments(home) for b in spool.read_segment(seg).batches}
+    stored_ts = set(store.read_samples(home)["ts"])
+    early = [r["ts"] for bid in before_unplug for r in spooled[bid].samples]
+    assert early and {__import__("pandas").Timestamp(t) for t in early} <= stored_ts
     # … and its samples in the store
     samples = store.read_samples(home)
     n_spooled = sum(len(b.samples) for seg in spool.segments(home) for b in spool.read_segment(seg).batches)
@@ -156,7 +160,10 @@ def test_kill_9_loses_nothing_acknowledged_then_upload(home, tmp_path):
     assert spool.segments(home) == []                 # acknowledged segments deleted
     stored = store.read_samples(home)
     assert len(stored) == sum(len(v) for v in srv.batches.values())
-    assert stored["ts"].is_unique
+    # the crash replay stored no reading twice: the raw Parquet files, read without the
+    # de-duplication `read_samples` does, hold each reading once
+    raw = ds.dataset(home.samples, format="parquet", partitioning="hive").to_table(columns=["ts"]).to_pandas()
+    assert len(raw) == len(stored) and raw["ts"].is_unique
 
 
 def test_no_vin_needs_vehicle_id(home, tmp_path):
@@ -194,20 +201,15 @@ def test_single_pid_ecu_and_negative_answer_in_process(home):
     assert s["rpm"].notna().all() and len(s) > 10
 
 
-def test_query_rate_against_simulator():
-    """Requests/s with no bus delay (our overhead), and samples/s when the bus round trip dominates."""
+def test_query_plan_sizes_against_simulator():
+    """Six PIDs per request: 11 PIDs in 2 requests instead of 11, every value still answered.
+    (Rates are figures, not assertions: benchmarks/bench_obd.py prints them.)"""
     from autopdm.ingest.obd import measure_query_rate
 
     res = {}
-    for latency in (0.0, 0.01):
-        for multi in (True, False):
-            with Elm327Simulator(latency=latency) as sim:
-                res[(latency, multi)] = measure_query_rate(sim.port, seconds=1.0, multi_pid=multi, protocol="6")
-    for (lat, multi), r in res.items():
-        print(f"latency {lat * 1000:.0f} ms, {'6 PIDs/request' if multi else '1 PID/request '}: "
-              f"{r['requests_per_s']:,.0f} requests/s, {r['pid_values_per_s']:,.0f} PID values/s, "
-              f"{r['samples_per_s']:,.1f} samples/s ({r['requests_per_sample']} requests per sample)")
-    assert res[(0.0, True)]["requests_per_sample"] == 2 and res[(0.0, False)]["requests_per_sample"] == 11
-    assert res[(0.0, True)]["requests_per_s"] > 500
-    # when the bus round trip dominates (real adapters), samples/s follow requests per sample
-    assert res[(0.01, True)]["samples_per_s"] > 3 * res[(0.01, False)]["samples_per_s"]
+    for multi in (True, False):
+        with Elm327Simulator() as sim:
+            res[multi] = measure_query_rate(sim.port, seconds=0.5, multi_pid=multi, protocol="6")
+    assert res[True]["requests_per_sample"] == 2 and res[False]["requests_per_sample"] == 11
+    for r in res.values():  # every request of a cycle answered with all its PIDs
+        assert r["pid_values_per_s"] == pytest.approx(r["samples_per_s"] * r["pids"], rel=0.1)

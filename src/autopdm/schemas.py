@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
@@ -17,7 +18,12 @@ import pyarrow as pa
 from autopdm import components
 
 TS = pa.timestamp("ms", tz="UTC")
-VIN_RE = re.compile(r"^[A-HJ-NPR-Z0-9]{17}$")  # ISO 3779: no I, O or Q
+VIN_RE = re.compile(r"[A-HJ-NPR-Z0-9]{17}")  # ISO 3779: no I, O or Q; always used with fullmatch
+
+
+def is_vin(value) -> bool:
+    """Exactly 17 VIN characters: no surrounding space, no trailing newline, upper case."""
+    return isinstance(value, str) and VIN_RE.fullmatch(value) is not None
 
 # Plausible physical ranges; a reading outside them is a sensor or decoding fault, not data.
 SAMPLE_RANGES: dict[str, tuple[float, float]] = {
@@ -51,7 +57,7 @@ SAMPLES = pa.schema(
 DTC_EVENTS = pa.schema(
     [("vehicle_id", pa.string()), ("ts", TS), ("code", pa.string()), ("status", pa.string())]
 )
-DTC_RE = re.compile(r"^[PCBU][0-9A-F]{4}$")
+DTC_RE = re.compile(r"[PCBU][0-9A-F]{4}")
 DTC_STATUSES = ("stored", "pending", "permanent")
 
 TRIPS = pa.schema(
@@ -73,7 +79,7 @@ TRIPS = pa.schema(
         ("charge_voltage_v", pa.float64()),
         ("ambient_temp_c", pa.float64()),
         ("odometer_end_km", pa.float64()),
-        # beyond the minimum every source must fill: what else proved useful
+        # beyond the contract's minimum: what else proved useful
         ("max_speed_kph", pa.float64()),
         ("stop_count", pa.int32()),
         ("start_coolant_temp_c", pa.float64()),
@@ -218,6 +224,43 @@ def empty(table: str) -> pd.DataFrame:
     return TABLES[table].empty_table().to_pandas()
 
 
+_BOOL_WORDS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False, "t": True, "f": False}
+
+
+def parse_booleans(col: pd.Series) -> pd.Series:
+    """bool, 0/1 and the words true/false/yes/no/t/f (any case); anything else ("maybe", 2) → null,
+    which `validate` then quarantines as unparseable."""
+    if col.isna().all():
+        return pd.Series(pd.NA, index=col.index, dtype="boolean")
+    if pd.api.types.is_bool_dtype(col):
+        return col.astype("boolean")
+
+    def one(v):
+        if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
+            return pd.NA
+        if isinstance(v, (bool, np.bool_)):
+            return bool(v)
+        if isinstance(v, (int, float, np.integer, np.floating)):
+            return bool(v) if v in (0, 1) else pd.NA
+        return _BOOL_WORDS.get(str(v).strip().lower(), pd.NA)
+
+    return col.map(one).astype("boolean")
+
+
+def parse_timestamps(col: pd.Series) -> pd.Series:
+    """Datetimes, or ISO-8601 strings of any precision and offset (each element on its own, so one
+    row with milliseconds does not make its neighbours without them unparseable). Numbers are not
+    timestamps here (seconds? milliseconds?): they become null and are quarantined."""
+    if pd.api.types.is_datetime64_any_dtype(col):
+        out = pd.to_datetime(col, utc=True)
+    else:
+        obj = col.astype(object)
+        usable = obj.map(lambda v: isinstance(v, (str, datetime, np.datetime64))).astype(bool)
+        out = pd.to_datetime(obj.where(usable, None), utc=True, errors="coerce", format="ISO8601")
+    # the table keeps milliseconds: a time outside what datetime64[ms] holds is unparseable
+    return out.astype("datetime64[ms, UTC]")
+
+
 def conform(df: pd.DataFrame, table: str) -> pd.DataFrame:
     """Coerce a frame to a table's columns and dtypes. Optional columns absent → null (never 0)."""
     schema = TABLES[table]
@@ -231,13 +274,13 @@ def conform(df: pd.DataFrame, table: str) -> pd.DataFrame:
     for f in schema:
         col = df[f.name] if f.name in df.columns else pd.Series(None, index=df.index, dtype=object)
         if pa.types.is_timestamp(f.type):
-            col = pd.to_datetime(col, utc=True, errors="coerce").astype("datetime64[ms, UTC]")
+            col = parse_timestamps(col)
         elif pa.types.is_floating(f.type):
             col = pd.to_numeric(col, errors="coerce").astype("float64")
         elif pa.types.is_integer(f.type):
             col = pd.to_numeric(col, errors="coerce").astype("Int32")
         elif pa.types.is_boolean(f.type):
-            col = col.astype("boolean")
+            col = parse_booleans(col)
         elif pa.types.is_date(f.type):
             col = pd.to_datetime(col, errors="coerce").dt.date
         else:
@@ -251,11 +294,13 @@ def _reject(reasons: pd.Series, mask: pd.Series, column: str, why: str) -> None:
     reasons[new] = f"{column}: {why}"
 
 
-def validate(df: pd.DataFrame, table: str, origin: str = "", known_vehicles: set[str] | None = None) -> Validated:
+def validate(df: pd.DataFrame, table: str, origin: str = "", lines=None,
+             known_vehicles: set[str] | None = None) -> Validated:
     """Split `df` into conforming rows and quarantined rows, each with a reason naming the column.
 
     Values that cannot be parsed at all (text in a number column) are rejected, not nulled:
-    a null means "not reported", which is a different fact.
+    a null means "not reported", which is a different fact. `lines` (one per row: the line of
+    the source file it came from) makes the quarantine name file lines instead of row numbers.
     """
     if table not in TABLES:
         raise SchemaError(f"unknown table {table!r}; expected one of {sorted(TABLES)}")
@@ -277,7 +322,8 @@ def validate(df: pd.DataFrame, table: str, origin: str = "", known_vehicles: set
 
     if "vehicle_id" in conformed:
         vin = conformed["vehicle_id"].fillna("")
-        _reject(reasons, ~vin.str.match(VIN_RE.pattern), "vehicle_id", "not a 17-character VIN (A-Z without I/O/Q, 0-9)")
+        _reject(reasons, ~vin.str.fullmatch(VIN_RE.pattern).astype(bool), "vehicle_id",
+                "not a 17-character VIN (A-Z without I/O/Q, 0-9)")
         if known_vehicles is not None:  # records about a car the workshop never handed over are not guessed at
             _reject(reasons, ~vin.isin(known_vehicles), "vehicle_id", "unknown vehicle (not in the vehicles records)")
 
@@ -289,7 +335,7 @@ def validate(df: pd.DataFrame, table: str, origin: str = "", known_vehicles: set
             v = conformed[col]
             _reject(reasons, v.notna() & ~v.between(lo, hi), col, f"outside [{lo}, {hi}]")
     elif table == "dtc_events":
-        _reject(reasons, ~conformed["code"].fillna("").str.match(DTC_RE.pattern), "code", "not a DTC like P0562")
+        _reject(reasons, ~conformed["code"].fillna("").str.fullmatch(DTC_RE.pattern).astype(bool), "code", "not a DTC like P0562")
         conformed["status"] = conformed["status"].fillna("stored")
         _reject(reasons, ~conformed["status"].isin(DTC_STATUSES), "status", f"not one of {DTC_STATUSES}")
     elif table == "vehicles":
@@ -309,19 +355,28 @@ def validate(df: pd.DataFrame, table: str, origin: str = "", known_vehicles: set
         _reject(reasons, conformed["date"].isna(), "date", "missing")
 
     bad = reasons.notna().to_numpy()
-    q = pd.DataFrame(
-        {
-            "table": table,
-            "origin": origin,
-            "row": np.flatnonzero(bad).astype("int64"),
-            "column": [r.split(":", 1)[0] for r in reasons[bad]],
-            "reason": [f"row {i}: {r}" for i, r in zip(np.flatnonzero(bad), reasons[bad])],
-            "record": [json.dumps(rec, default=str) for rec in df[bad].to_dict("records")],
-            "quarantined_at": pd.Timestamp.now(tz="UTC").floor("ms"),
-        }
-    )
-    q["quarantined_at"] = q["quarantined_at"].astype("datetime64[ms, UTC]")
+    where = np.flatnonzero(bad)
+    unit, pos = ("row", where) if lines is None else ("line", np.asarray(lines, dtype="int64")[where])
+    q = quarantine_frame(table, origin, [(int(p), r.split(":", 1)[0], r, json.dumps(rec, default=str))
+                                         for p, r, rec in zip(pos, reasons[bad], df[bad].to_dict("records"))], unit)
     return Validated(conformed[~bad].reset_index(drop=True), q)
+
+
+def quarantine_frame(table: str, origin: str, items, unit: str = "row") -> pd.DataFrame:
+    """Quarantine rows from (position, column, reason, record) items; the reason is prefixed with
+    the position ("line 17: speed_kph: cannot parse 'fast'") so that it reads on its own."""
+    items = list(items)
+    q = pd.DataFrame({
+        "table": table,
+        "origin": origin,
+        "row": np.array([i[0] for i in items], dtype="int64"),
+        "column": [i[1] for i in items],
+        "reason": [f"{unit} {i[0]}: {i[2]}" for i in items],
+        "record": [i[3] for i in items],
+        "quarantined_at": pd.Timestamp.now(tz="UTC").floor("ms"),
+    })
+    q["quarantined_at"] = q["quarantined_at"].astype("datetime64[ms, UTC]")
+    return q
 
 
 def _validate_inspections(c: pd.DataFrame, reasons: pd.Series) -> None:

@@ -83,16 +83,17 @@ def write_quarantine(q: pd.DataFrame, paths: Paths, table: str, key: str | None 
 
 
 def append(df: pd.DataFrame, table: str, paths: Paths | None = None, origin: str = "",
-           key: str | None = None) -> AppendResult:
+           key: str | None = None, lines=None) -> AppendResult:
     """Validate and append samples or dtc_events; rejected rows go to quarantine with reasons.
 
     key: a stable id of this batch (spool batch ids, upload batch id). Appending the same key
     again replaces the same files instead of adding copies, so replays are idempotent.
+    lines: the source file line of each row, so that quarantine reasons name lines, not rows.
     """
     if table not in ("samples", "dtc_events"):
         raise schemas.SchemaError(f"append is for samples and dtc_events, not {table!r}")
     paths = paths or Paths.from_env()
-    v = schemas.validate(df, table, origin=origin)
+    v = schemas.validate(df, table, origin=origin, lines=lines)
     write_quarantine(v.quarantine, paths, table, key)
     root = paths.samples if table == "samples" else paths.dtc_events
     files = _append_partitioned(v.valid, table, root, key)

@@ -11,10 +11,12 @@ from typing import List, Optional
 
 import typer
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from autopdm.cli.common import clear_errors, console, fail, paths, progress
 from autopdm.ingest import can as can_ingest
+from autopdm.ingest import canlive
 from autopdm.ingest import csvlogs
 from autopdm.ingest import upload as up
 from autopdm.ingest.codecs import dbc as dbc_mod
@@ -24,19 +26,37 @@ ingest_app = typer.Typer(help="Record or import telemetry into canonical samples
 
 @ingest_app.command("csv")
 def ingest_csv(
-    files: List[Path] = typer.Argument(..., exists=True, dir_okay=False, help="logger CSV files"),
+    files: List[Path] = typer.Argument(..., help="logger CSV files"),
     format: str = typer.Option(..., "--format", help="carobd | torque"),
     vehicle_id: Optional[str] = typer.Option(None, "--vehicle-id", help="VIN to record under (17 characters)"),
     start: Optional[str] = typer.Option(None, "--start", help="UTC time of the first row, for logs without timestamps"),
 ) -> None:
-    """Import third-party CSV logs."""
+    """Import third-party CSV logs. Exit status 0: every row imported; 1: rows quarantined or a file
+    unreadable (the rest imported, a summary per file); 2: bad options."""
+    with clear_errors(csvlogs.CsvFormatError):
+        csvlogs.check_args(format, vehicle_id)
     p = paths()
-    with clear_errors(csvlogs.CsvFormatError, ValueError), progress() as bar:
+    with clear_errors(csvlogs.CsvFormatError), progress() as bar:
         task = bar.add_task(f"importing {format}", total=len(files))
-        results = csvlogs.import_files(files, format, vehicle_id, start, p, progress=lambda _: bar.advance(task))
+        results = csvlogs.import_files(files, format, vehicle_id, start, p, progress=lambda _: bar.advance(task),
+                                       keep_going=True)
     for r in results:
+        if r.error:
+            console.print(f"[red]error:[/red] {escape(r.error)}")
+            continue
         extra = f", unknown columns: {', '.join(r.unknown_columns)}" if r.unknown_columns else ""
-        console.print(f"{r.path.name}: {r.written} samples, {r.quarantined} quarantined{extra}")
+        console.print(escape(f"{r.path}: {r.written} samples, {r.quarantined} quarantined{extra}"))
+        for why in r.reasons[:3]:
+            console.print(escape(f"  quarantined {r.path.name} {why}"))
+    _exit_for(sum(r.quarantined for r in results), sum(bool(r.error) for r in results), len(results))
+
+
+def _exit_for(quarantined: int, failed: int, files: int) -> None:
+    """Exit 1 (with a closing line) when anything was quarantined or a file could not be read."""
+    if quarantined or failed:
+        console.print(f"{files} file(s): {failed} unreadable, {quarantined:,} record(s) quarantined "
+                      "(reasons: var/telemetry/quarantine/, `autopdm` keeps every good record)")
+        raise typer.Exit(1)
 
 
 @contextlib.contextmanager
@@ -62,6 +82,7 @@ def _render_obd(stats):
     t.add_column()
     t.add_row("vehicle", str(stats.vehicle_id or "?"))
     t.add_row("protocol", stats.protocol or "?")
+    t.add_row("adapter and ECU", stats.capabilities or "?")
     t.add_row("samples/s", f"{stats.rate_samples:.1f}  (requests/s {stats.rate_queries:.1f})")
     t.add_row("samples", f"{stats.samples:,} in {stats.batches:,} committed batches")
     t.add_row("trips closed / reconnects", f"{stats.trips_closed} / {stats.reconnects}")
@@ -86,15 +107,17 @@ def ingest_obd(
     single_pid: bool = typer.Option(False, "--single-pid", help="one PID per request (for ECUs that reject multi-PID requests)"),
     print_batches: bool = typer.Option(False, "--print-batches", help="print each committed batch id on stdout"),
 ) -> None:
-    """Record live from an ELM327 dongle (python-OBD): spool first, then the store."""
-    from autopdm.ingest import obd as obd_ingest  # python-OBD is GPL-2.0-only: imported only by this command
-
+    """Record live from an ELM327 dongle (python-OBD): spool first, then the store. Exit status 1
+    when no adapter answered on PORT during --duration; 2 for bad options."""
+    obd_ingest = _obd_module()
+    with clear_errors(obd_ingest.PortError):
+        obd_ingest.check_port(port)
     p = paths()
     on_batch = None
     if print_batches:
         def on_batch(bid, n):
             print(f"committed {bid} samples={n}", flush=True)
-    with clear_errors(obd_ingest.VinError, RuntimeError):
+    with clear_errors(obd_ingest.VinError):
         rec = obd_ingest.ObdRecorder(port, p, vehicle_id, duration, interval=interval, batch_interval=batch_interval,
                                      dtc_interval=dtc_interval, baudrate=baudrate, protocol=protocol,
                                      multi_pid=not single_pid, on_batch=on_batch)
@@ -105,17 +128,30 @@ def ingest_obd(
             else:
                 stats = rec.run()
     for e in stats.events:
-        console.print(e)
+        console.print(escape(e))
     elapsed = max(1e-9, time.monotonic() - stats.started)
     console.print(f"{stats.samples:,} samples, {stats.dtc_events} DTC events in {stats.batches} batches "
                   f"({stats.samples / elapsed:.1f} samples/s, {stats.queries / elapsed:.1f} requests/s); "
                   f"{stats.trips_closed} trip(s) closed, {stats.reconnects} reconnect(s); vehicle {stats.vehicle_id}")
     sys.stdout.flush()
+    if not stats.adapter_seen:
+        raise fail(f"--port {port}: no ELM327 adapter answered in {elapsed:.0f} s", code=1)
+
+
+def _obd_module():
+    """python-OBD is GPL-2.0-only: imported only by this command, and optional."""
+    try:
+        from autopdm.ingest import obd as obd_ingest
+    except ModuleNotFoundError as exc:
+        if exc.name in ("obd", "serial", "pint"):
+            raise fail(f"python-OBD is not installed ({exc.name}): pip install 'autopdm[obd]'") from None
+        raise
+    return obd_ingest
 
 
 @ingest_app.command("can")
 def ingest_can(
-    log: Optional[List[Path]] = typer.Option(None, "--log", help="log file(s): .asc .blf .trc .log .csv .mf4 (and .gz)"),
+    log: Optional[List[Path]] = typer.Option(None, "--log", help="log file(s): .asc .blf .trc .log .csv .mf4 .db (and .gz)"),
     interface: Optional[str] = typer.Option(None, "--interface", help="python-can interface (socketcan, pcan, virtual, ...)"),
     channel: Optional[str] = typer.Option(None, "--channel", help="bus channel (can0, PCAN_USBBUS1, ...)"),
     dbc: Optional[str] = typer.Option(None, "--dbc", help="DBC file (or opendbc:NAME.dbc) for manufacturer signals"),
@@ -126,7 +162,9 @@ def ingest_can(
     extended: bool = typer.Option(False, "--29bit", help="live bus: send 29-bit OBD requests (0x18DB33F1)"),
     resolution: float = typer.Option(1.0, "--resolution", help="seconds per sample row"),
 ) -> None:
-    """Import CAN logs or record a live bus: OBD-II over ISO-TP, and DBC signals."""
+    """Import CAN logs or record a live bus: OBD-II over ISO-TP, and DBC signals. Exit status 0:
+    everything imported; 1: lines quarantined or a log cut short (the rest imported, a summary per
+    file); 2: bad options."""
     if bool(log) == bool(interface):
         raise fail("give either --log FILE or --interface I --channel C")
     if interface and not channel:
@@ -134,30 +172,45 @@ def ingest_can(
     if bool(dbc) and not signals:
         raise fail("--dbc needs --signals MAP.yaml (which signal is which canonical column)")
     p = paths()
-    with clear_errors(dbc_mod.SignalMapError, can_ingest.VehicleIdError, FileNotFoundError, ValueError, OSError):
+    with clear_errors(dbc_mod.SignalMapError, can_ingest.VehicleIdError, FileNotFoundError):
         decoder = dbc_mod.DbcDecoder(dbc, signals) if signals else None
-        reports = []
-        if log:
-            for f in log:
-                rep = can_ingest.import_log(f, p, vehicle_id, dbc=decoder, resolution=resolution)
-                reports.append(rep)
-        else:
+        if vehicle_id is not None:
+            can_ingest.check_vehicle_id(vehicle_id)
+    if log:
+        reports = [_import_one(f, p, vehicle_id, decoder, resolution) for f in log]
+    else:
+        with clear_errors(can_ingest.VehicleIdError, canlive.BusError):
             stop = {"flag": False}
             with _stop_on_signals(lambda: stop.__setitem__("flag", True)), console.status(f"recording {interface}:{channel}"):
-                reports.append(can_ingest.record_bus(interface, channel, p, vehicle_id, decoder, duration,
-                                                     query=not listen_only, extended=extended, resolution=resolution,
-                                                     stop=lambda: stop["flag"]))
-    failed = False
+                reports = [canlive.record_bus(interface, channel, p, vehicle_id, decoder, duration,
+                                              query=not listen_only, extended=extended, resolution=resolution,
+                                              stop=lambda: stop["flag"])]
     for r in reports:
-        console.print(f"{r.path}: {r.frames:,} frames read, {r.decoded:,} decoded, {r.skipped:,} skipped, "
-                      f"{r.error_frames:,} error frames, {r.negative_responses:,} negative responses; "
-                      f"{r.samples:,} samples, {r.dtc_events} DTC events for {r.vehicle_id or '-'} "
-                      f"({r.frames_per_s:,.0f} frames/s, {r.reader}; ECUs {', '.join(r.ecus) or '-'})")
-        if r.error:
-            failed = True
-            console.print(f"[red]error:[/red] {r.error}")
-    if failed:
-        raise typer.Exit(1)
+        _print_can_report(r)
+    if any(r.usage_error for r in reports):
+        raise typer.Exit(2)
+    _exit_for(sum(r.quarantined for r in reports), sum(bool(r.error) for r in reports), len(reports))
+
+
+def _import_one(f: Path, p, vehicle_id, decoder, resolution):
+    """One log; what goes wrong with it is in its report, never an exception that stops the others."""
+    try:
+        return can_ingest.import_log(f, p, vehicle_id, dbc=decoder, resolution=resolution)
+    except (can_ingest.VehicleIdError, FileNotFoundError) as exc:  # the input; not the store
+        msg = str(exc) if not isinstance(exc, OSError) or not exc.strerror else f"{f}: {exc.strerror}"
+        return can_ingest.CanImportReport(str(f), error=msg, usage_error=isinstance(exc, can_ingest.VehicleIdError))
+
+
+def _print_can_report(r) -> None:
+    kinds = f"{r.error_frames:,} error, {r.remote_frames:,} remote, {r.fd_frames:,} CAN FD frames"
+    console.print(escape(f"{r.path}: {r.frames:,} frames read ({kinds}), {r.decoded:,} decoded, {r.skipped:,} skipped, "
+                  f"{r.negative_responses:,} negative responses; {r.samples:,} samples, {r.dtc_events} DTC events "
+                  f"for {r.vehicle_id or '-'}; {r.quarantined:,} quarantined "
+                  f"({r.frames_per_s:,.0f} frames/s, {r.reader or '-'}; ECUs {', '.join(r.ecus) or '-'})"))
+    if r.isotp_timeouts:
+        console.print(f"  {r.isotp_timeouts} answer(s) dropped: the ECU stopped sending mid-answer (ISO-TP N_Cr)")
+    if r.error:
+        console.print(f"[red]error:[/red] {escape(r.error)}")
 
 
 def upload_cmd(
@@ -178,7 +231,7 @@ def upload_cmd(
                   f"by the server, {rep.duplicates} already known; {rep.retries} retries; "
                   f"{rep.segments_deleted} segment(s) removed, {rep.segments_kept} kept")
     for c in rep.corrupt:
-        console.print(f"[yellow]unreadable spool line kept aside:[/yellow] {c}")
+        console.print(f"[yellow]unreadable spool line kept aside:[/yellow] {escape(c)}")
 
 
 def register(app: typer.Typer) -> None:

@@ -2,7 +2,7 @@
 
 Layout under ``paths.spool``::
 
-    <session>-<segno>.open     segment being written (the writer holds an flock on it)
+    <session>-<segno>.open     segment being written (the writer holds <session>-<segno>.lock)
     <session>-<segno>.seg      sealed segment (rotated, closed, or sealed after a crash)
     <base>.stored              batch ids already appended to the Parquet store
     <base>.acked               batch ids the upload server acknowledged
@@ -21,7 +21,6 @@ car for weeks does not leave one Parquet file per second.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pandas as pd
+from filelock import FileLock, Timeout
 
 from autopdm import schemas, store
 from autopdm.config import Paths
@@ -118,18 +118,19 @@ def segments(paths: Paths) -> list[Path]:
     return sorted([p for p in d.iterdir() if p.suffix in (OPEN, SEALED)], key=lambda p: p.name)
 
 
+def _lock_path(segment: Path) -> Path:
+    return _sidecar(segment, "lock")
+
+
 def _writer_alive(path: Path) -> bool:
-    """An .open segment whose flock we can take has no live writer (it crashed)."""
+    """An .open segment whose lock we can take has no live writer (it crashed). filelock is an OS
+    lock (flock, or msvcrt on Windows): it goes with the process, however the process ends."""
+    lock = FileLock(str(_lock_path(path)), timeout=0, is_singleton=False)
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+        lock.acquire()
+    except Timeout:
         return True
-    finally:
-        os.close(fd)
+    lock.release()
     return False
 
 
@@ -139,7 +140,10 @@ def seal_orphans(paths: Paths) -> list[Path]:
     for p in segments(paths):
         if p.suffix != OPEN or _writer_alive(p):
             continue
-        data = p.read_bytes()
+        try:
+            data = p.read_bytes()
+        except FileNotFoundError:  # its writer sealed it between the listing and now
+            continue
         if data and not data.endswith(b"\n"):
             keep = data.rfind(b"\n") + 1
             log.warning("%s: dropping a torn last batch (%d bytes) left by a crash", p.name, len(data) - keep)
@@ -149,6 +153,7 @@ def seal_orphans(paths: Paths) -> list[Path]:
                 os.fsync(fh.fileno())
         target = p.with_suffix(SEALED)
         os.replace(p, target)
+        _lock_path(p).unlink(missing_ok=True)
         sealed.append(target)
     return sealed
 
@@ -204,6 +209,7 @@ class SpoolWriter:
         self.seq = 0
         self.segno = 0
         self._fh = None
+        self._lock: FileLock | None = None
         self._in_segment = 0
         self._pending: list[tuple[Path, Batch]] = []
         self.committed = 0
@@ -216,8 +222,9 @@ class SpoolWriter:
         return self.paths.spool / f"{self.session}-{self.segno:05d}{OPEN}"
 
     def _open(self) -> None:
+        self._lock = FileLock(str(_lock_path(self.segment_path)), timeout=0, is_singleton=False)
+        self._lock.acquire()  # before the segment exists: nobody may take it for a crashed writer's
         self._fh = open(self.segment_path, "ab")
-        fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._in_segment = 0
 
     def _seal(self) -> None:
@@ -232,6 +239,8 @@ class SpoolWriter:
                 path.unlink()
             else:
                 os.replace(path, path.with_suffix(SEALED))
+        self._lock.release()
+        _lock_path(path).unlink(missing_ok=True)
         self.segno += 1
 
     # -- batches ---------------------------------------------------------------------------

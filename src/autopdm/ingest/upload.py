@@ -2,9 +2,10 @@
 
 Each spooled batch is sent once with its stable ``batch_id`` (the server is idempotent per batch
 id, so a resend after a lost answer is harmless). Network errors, 408, 429 and 5xx are retried
-with exponential backoff; any other 4xx stops the upload with the server's message (auth or a
-contract mismatch: retrying would not help). A segment is deleted only when it is sealed and
-every batch in it was acknowledged and stored locally.
+with exponential backoff, or after the wait the server asks for in ``Retry-After`` (seconds or
+an HTTP date; at most ``MAX_RETRY_AFTER`` seconds); any other 4xx stops the upload with the
+server's message (auth or a contract mismatch: retrying would not help). A segment is deleted
+only when it is sealed and every batch in it was acknowledged and stored locally.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import Callable
 
 import httpx
@@ -23,6 +26,25 @@ from autopdm.ingest import spool
 log = logging.getLogger(__name__)
 
 RETRY_STATUS = {408, 425, 429}
+MAX_RETRY_AFTER = 600.0   # a server asking for longer is asking the uploader to give up for now
+
+
+def retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header ("120" or an HTTP date); None when absent or
+    unreadable (the caller's own backoff applies then)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), MAX_RETRY_AFTER)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    wait = (when - (now or datetime.now(timezone.utc))).total_seconds()
+    return min(max(wait, 0.0), MAX_RETRY_AFTER)
 
 
 class UploadError(RuntimeError):
@@ -53,11 +75,14 @@ def _post(client: httpx.Client, url: str, body: dict, report: UploadReport, max_
     delay = backoff
     last = ""
     for attempt in range(1, max_attempts + 1):
+        asked = None
         try:
             r = client.post(url, json=body)
         except httpx.TransportError as exc:  # connect refused, reset, timeout
             last = f"{type(exc).__name__}: {exc}"
         else:
+            if r.status_code in (429, 503):
+                asked = retry_after(r.headers.get("Retry-After"))
             if r.status_code == 200:
                 try:
                     ack = r.json()
@@ -74,8 +99,9 @@ def _post(client: httpx.Client, url: str, body: dict, report: UploadReport, max_
         if attempt == max_attempts:
             break
         report.retries += 1
-        log.warning("batch %s attempt %d failed (%s); retrying in %.1fs", body["batch_id"], attempt, last, delay)
-        sleep(delay * (0.8 + 0.4 * random.random()))
+        wait = asked if asked is not None else delay * (0.8 + 0.4 * random.random())
+        log.warning("batch %s attempt %d failed (%s); retrying in %.1fs", body["batch_id"], attempt, last, wait)
+        sleep(wait)
         delay = min(delay * 2, max_backoff)
     raise UploadError(f"{url}: batch {body['batch_id']} not acknowledged after {max_attempts} attempts ({last}); "
                       "it stays in the spool for the next upload")

@@ -1,9 +1,10 @@
 """Simulated OBD-II ECUs on a python-can bus, and synthetic OBD traffic for log files.
 
 `EcuResponder` answers functional (0x7DF / 0x18DB33F1) and physical requests like a car's
-engine (0x7E8) and transmission (0x7E9) controllers: single-frame answers, multi-frame answers
-(VIN, multi-PID) that wait for the tester's flow control before the consecutive frames, and
-negative responses (7F) for requests configured to be refused.
+engine (0x7E8) and transmission (0x7E9) controllers, through can-isotp: single-frame answers,
+multi-frame answers (VIN, multi-PID) that wait for the tester's flow control before the
+consecutive frames (and are abandoned after N_Bs without one), and negative responses (7F) for
+requests configured to be refused.
 
 `obd_traffic` yields the frames a tester session leaves on the bus (requests, answers, flow
 control, a VIN, a refused request, unrelated traffic, error frames) for writing log files in
@@ -13,6 +14,7 @@ every python-can format (tests, benchmark).
 from __future__ import annotations
 
 import math
+import queue
 import threading
 import time
 from typing import Iterator
@@ -76,81 +78,99 @@ def resp_id(ecu: int, extended: bool) -> int:
     return (0x18DAF100 | (0x10 + ecu)) if extended else 0x7E8 + ecu
 
 
+def req_id(ecu: int, extended: bool) -> int:
+    """Physical request id of ECU `ecu` (where the tester's flow control arrives too)."""
+    return (0x18DA00F1 | ((0x10 + ecu) << 8)) if extended else 0x7E0 + ecu
+
+
 class EcuResponder(threading.Thread):
+    """ECUs on a python-can bus. Each answers through its own can-isotp stack (physical ids), so
+    a multi-frame answer waits for the tester's flow control and is abandoned when none comes
+    within N_Bs (`n_bs_ms`), as a real ECU does. `break_multiframe` makes the ECUs stop after
+    the first frame of a multi-frame answer (an ECU reset mid-answer): the tester's N_Cr."""
+
     def __init__(self, channel: str, vin: str | None = DEFAULT_VIN, ecus=(0, 1), negative: dict[bytes, int] | None = None,
-                 extended: bool = False, fc_timeout: float = 1.0):
+                 extended: bool = False, n_bs_ms: int = 1000, break_multiframe: bool = False):
         super().__init__(name="ecu-responder", daemon=True)
         self.bus = can.Bus(interface="virtual", channel=channel, receive_own_messages=False)
         self.vin, self.ecus, self.extended = vin, tuple(ecus), extended
         self.negative = dict(negative or {})
-        self.fc_timeout = fc_timeout
+        self.n_bs_ms = n_bs_ms
+        self.break_multiframe = break_multiframe
         self._halt = threading.Event()
-        self._fc = {e: threading.Event() for e in self.ecus}
+        self._functional: "queue.Queue[bytes]" = queue.Queue()
         self.requests = 0
         self.flow_controls = 0
+        self.fc_timeouts = 0          # answers abandoned because the tester sent no flow control (N_Bs)
         self.t0 = time.monotonic()
-        self._backlog: list[can.Message] = []
+        self._notifier = can.Notifier(self.bus, [self._on_frame], timeout=0.01)
+        self.stacks = {e: self._stack(e) for e in self.ecus}
 
-    def _is_request(self, m: can.Message) -> int | None:
-        """None, or the ECU the physical request is for (-1 = functional, all ECUs)."""
-        a = m.arbitration_id
-        if not self.extended and not m.is_extended_id:
-            if a == 0x7DF:
-                return -1
-            if 0x7E0 <= a <= 0x7E7:
-                return a - 0x7E0
-        if self.extended and m.is_extended_id:
-            if a == 0x18DB33F1:
-                return -1
-            if (a & 0x1FFF00FF) == 0x18DA00F1:
-                return ((a >> 8) & 0xFF) - 0x10
-        return None
+    def _address(self, ecu: int):
+        import isotp
 
-    def _send(self, ecu: int, payload: bytes) -> None:
-        frames = segment(payload)
-        aid = resp_id(ecu, self.extended)
-        self.bus.send(can.Message(arbitration_id=aid, is_extended_id=self.extended, data=frames[0]))
-        if len(frames) == 1:
+        mode = isotp.AddressingMode.Normal_29bits if self.extended else isotp.AddressingMode.Normal_11bits
+        txid, rxid = resp_id(ecu, self.extended), req_id(ecu, self.extended)
+        return isotp.Address(mode, txid=txid, rxid=rxid)
+
+    def _stack(self, ecu: int):
+        import isotp
+
+        def on_error(exc):
+            if isinstance(exc, isotp.FlowControlTimeoutError):
+                self.fc_timeouts += 1
+
+        stack = isotp.NotifierBasedCanStack(self.bus, self._notifier, address=self._address(ecu), error_handler=on_error,
+                                            params={"rx_flowcontrol_timeout": self.n_bs_ms, "tx_padding": 0x00,
+                                                    "tx_data_min_length": 8, "blocksize": 0, "stmin": 0})
+        stack.start()
+        return stack
+
+    def _on_frame(self, m: can.Message) -> None:
+        """Functional requests (always single frames) and a count of the tester's flow controls."""
+        if not m.data or m.is_extended_id != self.extended:
             return
-        # wait for the tester's flow control before the consecutive frames (ISO 15765-2)
-        deadline = time.monotonic() + self.fc_timeout
-        got = False
-        while time.monotonic() < deadline and not self._halt.is_set():
-            m = self.bus.recv(timeout=0.05)
-            if m is None:
-                continue
-            target = self._is_request(m)
-            if target == ecu and m.data and m.data[0] & 0xF0 == 0x30:
-                self.flow_controls += 1
-                got = True
-                break
-            self._backlog.append(m)
-        if not got:
-            return  # N_Bs timeout: abandon the message, as an ECU would
-        for f in frames[1:]:
-            self.bus.send(can.Message(arbitration_id=aid, is_extended_id=self.extended, data=f))
+        functional = 0x18DB33F1 if self.extended else 0x7DF
+        if m.arbitration_id == functional and m.data[0] & 0xF0 == 0x00:
+            n = m.data[0] & 0x0F
+            self._functional.put(bytes(m.data[1:1 + n]))
+        elif m.data[0] & 0xF0 == 0x30 and m.arbitration_id in {req_id(e, self.extended) for e in self.ecus}:
+            self.flow_controls += 1
+
+    def _answer(self, ecu: int, req: bytes) -> None:
+        p = answer(ecu, req, time.monotonic() - self.t0, self.vin, self.negative)
+        if p is None:
+            return
+        if self.break_multiframe and len(p) > 7:  # first frame, then silence
+            self.bus.send(can.Message(arbitration_id=resp_id(ecu, self.extended), is_extended_id=self.extended,
+                                      data=segment(p)[0]))
+            return
+        self.stacks[ecu].send(p)
 
     def run(self) -> None:
         while not self._halt.is_set():
-            m = self._backlog.pop(0) if self._backlog else self.bus.recv(timeout=0.05)
-            if m is None:
+            try:
+                req = self._functional.get(timeout=0.005)
+                targets = self.ecus
+            except queue.Empty:
+                req, targets = None, ()
+                for ecu, stack in self.stacks.items():
+                    got = stack.recv()
+                    if got is not None:
+                        req, targets = bytes(got), (ecu,)
+                        break
+            if req is None:
                 continue
-            target = self._is_request(m)
-            if target is None or not m.data or m.data[0] & 0xF0 != 0x00:
-                continue
-            n = m.data[0] & 0x0F
-            req = bytes(m.data[1:1 + n])
             self.requests += 1
-            for ecu in self.ecus:
-                if target not in (-1, ecu):
-                    continue
-                p = answer(ecu, req, time.monotonic() - self.t0, self.vin, self.negative)
-                if p is not None:
-                    self._send(ecu, p)
+            for ecu in targets:
+                self._answer(ecu, req)
 
     def stop(self) -> None:
         self._halt.set()
         self.join(timeout=2)
+        for stack in self.stacks.values():
+            stack.stop()
+        self._notifier.stop()
         self.bus.shutdown()
 
 

@@ -16,6 +16,19 @@ mode 03 stored DTCs, 07 pending DTCs, 09 00/02 VIN as a multi-frame ISO-TP answe
 The car has an ignition (``sim.ignition = False`` → "NO DATA" and resting battery voltage on ATRV)
 and the dongle can be pulled out of the socket (``sim.unplug()`` closes the pty, so the reader
 gets an I/O error) and plugged back in (``sim.plug()``: a new pty, the same ``link`` path).
+
+Adapters and ECUs that behave less well, as options:
+
+* ``multi_pid``: ``True`` (up to six PIDs answered per request), ``"first"`` (or ``False``: only
+  the first PID of a request is answered) or ``"none"`` (``NO DATA`` to any request for several
+  PIDs, while single-PID requests are answered: many older or cheaper ECUs);
+* ``ecu_delay``: the ECU answers after this many seconds; when that is longer than the ELM's
+  timeout (``ATST``, 200 ms by default, at most 1,020 ms with ``ATST FF``) the adapter says
+  ``NO DATA`` after its timeout (a slow ECU);
+* ``quirks`` of clone adapters: ``"echo"`` (echo stays on whatever ``ATE0`` says),
+  ``"no_spaces"`` (bytes never separated by spaces), ``"searching"`` (``SEARCHING...`` before
+  every answer), ``"bus_init"`` (``BUS INIT: ...ERROR`` to the first requests after a reset or
+  a protocol change, as a clone trying K-line first does).
 """
 
 from __future__ import annotations
@@ -33,6 +46,7 @@ from autopdm.ingest.codecs.obdcodec import PIDS, encode_dtc, encode_mode01, supp
 
 DEFAULT_VIN = "KMHDH41EXFU123456"  # a syntactically valid 2015 Hyundai VIN (made up for tests)
 DEFAULT_PIDS = frozenset(PIDS)  # everything we poll, odometer 0xA6 included
+QUIRKS = frozenset({"echo", "no_spaces", "searching", "bus_init"})
 PROTOCOLS = {"6": "ISO 15765-4 (CAN 11/500)", "7": "ISO 15765-4 (CAN 29/500)",
              "8": "ISO 15765-4 (CAN 11/250)", "9": "ISO 15765-4 (CAN 29/250)"}
 
@@ -80,12 +94,21 @@ class Elm327Simulator:
     def __init__(self, vin: str | None = DEFAULT_VIN, pids=DEFAULT_PIDS, dtcs=("P0562",), pending=("P0420",),
                  *, link: str | os.PathLike | None = None, multi_pid: bool = True, second_ecu: bool = True,
                  protocol: str = "6", negative: dict[bytes, int] | None = None, latency: float = 0.0,
-                 elm_timeout: float = 0.0, rest_voltage: float = 12.55, ignition: bool = True):
+                 elm_timeout: float = 0.0, rest_voltage: float = 12.55, ignition: bool = True,
+                 ecu_delay: float = 0.0, quirks=(), bus_init_errors: int = 2):
         self.vin = vin
         self.pids = set(pids)
         self.dtcs, self.pending = list(dtcs), list(pending)
         self.link = Path(link) if link else None
-        self.multi_pid = multi_pid
+        self.multi_pid = {True: "all", False: "first"}.get(multi_pid, multi_pid)
+        if self.multi_pid not in ("all", "first", "none"):
+            raise ValueError(f"multi_pid: True, 'first' or 'none', not {multi_pid!r}")
+        self.ecu_delay = ecu_delay
+        self.quirks = frozenset(quirks)
+        unknown = self.quirks - QUIRKS
+        if unknown:
+            raise ValueError(f"unknown quirks {sorted(unknown)}; known: {sorted(QUIRKS)}")
+        self.bus_init_errors = bus_init_errors
         self.second_ecu = second_ecu
         self.protocol = protocol
         self.negative = dict(negative or {})  # request hex (b"0131") → NRC
@@ -170,6 +193,8 @@ class Elm327Simulator:
         self.echo, self.linefeeds, self.spaces, self.headers = True, False, True, False
         self.connected = False  # protocol established with the car
         self.last = ""
+        self.timeout_ms = 200   # ATST (4 ms units; 0x32 by default)
+        self._init_errors_left = self.bus_init_errors if "bus_init" in self.quirks else 0
 
     def _serve(self) -> None:
         buf = b""
@@ -208,7 +233,7 @@ class Elm327Simulator:
             self.last = cmd
         lines = self._handle(cmd) if cmd else ["?"]
         eol = self._eol()
-        echo = raw + eol if self.echo else ""
+        echo = raw + eol if self.echo or "echo" in self.quirks else ""
         body = eol.join(lines)
         return (echo + body + eol + eol + ">").encode("ascii")
 
@@ -252,7 +277,13 @@ class Elm327Simulator:
         if a == "RV":
             v = self.car.values(time.monotonic())[0x42] if self._ignition else self.rest_voltage
             return [f"{v:.1f}V"]
-        if a.startswith(("SH", "ST", "AT", "CAF", "M", "AL", "CRA", "FC")):
+        if a.startswith("ST") and len(a) == 4:
+            try:
+                self.timeout_ms = max(1, int(a[2:], 16)) * 4
+            except ValueError:
+                return ["?"]
+            return ["OK"]
+        if a.startswith(("SH", "AT", "CAF", "M", "AL", "CRA", "FC")):
             return ["OK"]
         if a == "LP":
             return ["OK"]
@@ -263,15 +294,26 @@ class Elm327Simulator:
         count_given = len(cmd) % 2 == 1  # python-OBD fast mode: trailing response-count digit
         if count_given:
             cmd = cmd[:-1]
-        req = bytes.fromhex(cmd)
-        searching = not self.connected
+        try:
+            req = bytes.fromhex(cmd)
+        except ValueError:
+            return ["?"]
+        searching = not self.connected or "searching" in self.quirks
+        if self._init_errors_left:
+            self._init_errors_left -= 1
+            return ["BUS INIT: ...ERROR"]
         if not self._ignition:
             time.sleep(self.latency)
-            return ["SEARCHING...", "UNABLE TO CONNECT"] if searching else ["NO DATA"]
+            return ["SEARCHING...", "UNABLE TO CONNECT"] if not self.connected else ["NO DATA"]
         self.connected = True
         self.requests += 1
         if self.latency:
             time.sleep(self.latency)
+        if self.ecu_delay:
+            if self.ecu_delay * 1000 > self.timeout_ms:  # the ELM gives up before the ECU answers
+                time.sleep(self.timeout_ms / 1000)
+                return ["NO DATA"]
+            time.sleep(self.ecu_delay)
         if self.elm_timeout and not count_given:
             time.sleep(self.elm_timeout)  # the ELM waits for more answers until its timeout
         answers = self._ecu_answers(req)
@@ -291,7 +333,9 @@ class Elm327Simulator:
         now = time.monotonic()
         if mode == 0x01 and len(req) >= 2:
             pids = list(req[1:7])
-            if not self.multi_pid:
+            if len(pids) > 1 and self.multi_pid == "none":
+                return []
+            if self.multi_pid == "first":
                 pids = pids[:1]
             vals = self.car.values(now)
             body = bytearray([0x41])
@@ -337,7 +381,7 @@ class Elm327Simulator:
             header = f"18DAF1{0x10 + ecu:02X}"
         else:
             header = f"7E{8 + ecu:X}"
-        sep = " " if self.spaces else ""
+        sep = " " if self.spaces and "no_spaces" not in self.quirks else ""
         out = []
         for f in frames:
             data = sep.join(f"{b:02X}" for b in f)
@@ -354,8 +398,13 @@ def main(argv: list[str] | None = None) -> None:  # pragma: no cover - manual de
     ap.add_argument("--link", help="symlink path to point at the pty (stable across re-plugs)")
     ap.add_argument("--vin", default=DEFAULT_VIN)
     ap.add_argument("--latency", type=float, default=0.0, help="simulated bus round trip per request (s)")
+    ap.add_argument("--multi-pid", choices=["all", "first", "none"], default="all",
+                    help="how the ECU answers requests for several PIDs")
+    ap.add_argument("--ecu-delay", type=float, default=0.0, help="seconds the ECU takes to answer (slow ECU)")
+    ap.add_argument("--quirk", action="append", default=[], choices=sorted(QUIRKS), help="clone adapter quirk (repeatable)")
     args = ap.parse_args(argv)
-    sim = Elm327Simulator(vin=args.vin or None, link=args.link, latency=args.latency).start()
+    sim = Elm327Simulator(vin=args.vin or None, link=args.link, latency=args.latency, multi_pid=args.multi_pid,
+                          ecu_delay=args.ecu_delay, quirks=args.quirk).start()
     print(f"ELM327 simulator on {sim.path} (Ctrl-C to stop)", flush=True)
     try:
         while True:

@@ -37,6 +37,25 @@ def is_request(arb_id: int, is_ext: bool) -> bool:
     return arb_id in REQ_11
 
 
+def request_id(is_ext: bool) -> int:
+    """Functional (broadcast) OBD request id."""
+    return 0x18DB33F1 if is_ext else 0x7DF
+
+
+def physical_ids(ecu: int, is_ext: bool) -> tuple[int, int]:
+    """(request id, answer id) of ECU `ecu` (0 = engine; the 29-bit form takes the ECU address)."""
+    if is_ext:
+        return 0x18DA00F1 | (ecu << 8), 0x18DAF100 | ecu
+    return 0x7E0 + ecu, 0x7E8 + ecu
+
+
+def single_frame(payload: bytes, pad: int = 0x00) -> bytes:
+    """An ISO-TP single frame of 8 bytes (ISO 15765-4 asks for DLC 8 on OBD)."""
+    if not 0 < len(payload) <= 7:
+        raise ValueError(f"a single frame carries 1-7 bytes, not {len(payload)}")
+    return (bytes([len(payload)]) + payload).ljust(8, bytes([pad]))
+
+
 def flow_control_target(arb_id: int, is_ext: bool) -> int:
     """Where the tester sends flow control for an answer from `arb_id`."""
     if is_ext:
@@ -107,7 +126,7 @@ class ObdDecoder:
                 st.skipped += 1
                 return
             st.decoded += 1
-            self._message(ts, src, data[1:1 + n])
+            self.message(ts, src, data[1:1 + n])
         elif pci == 1:  # first frame
             if len(data) < 8:
                 st.skipped += 1
@@ -129,13 +148,14 @@ class ObdDecoder:
             st.decoded += 1
             if len(p[1]) >= p[0]:
                 del self._partial[arb_id]
-                self._message(ts, src, bytes(p[1][:p[0]]))
+                self.message(ts, src, bytes(p[1][:p[0]]))
         elif pci == 3:  # flow control from an ECU (when it is the receiver); not ours to decode
             st.decoded += 1
         else:
             st.skipped += 1
 
-    def _message(self, ts: float, ecu: int, payload: bytes) -> None:
+    def message(self, ts: float, ecu: int, payload: bytes) -> None:
+        """A complete OBD answer from ECU `ecu` (reassembled here, or by an ISO-TP stack)."""
         st = self.stats
         st.messages += 1
         st.ecus.add(ecu)

@@ -7,10 +7,9 @@ bytes; no I/O.
 
 from __future__ import annotations
 
-import re
 from typing import Callable, Iterator
 
-VIN_RE = re.compile(r"^[A-HJ-NPR-Z0-9]{17}$")
+from autopdm.schemas import is_vin  # one VIN rule for every path
 
 
 def _u8(scale: float = 1.0, offset: float = 0.0) -> Callable[[bytes], float]:
@@ -135,7 +134,7 @@ def clean_vin(raw: bytes | bytearray | str | None) -> str | None:
         raw = bytes(b for b in raw if 0x20 < b < 0x7F).decode("ascii", "ignore")
     text = str(raw).strip().upper()
     cand = text[-17:]  # a leading message-count byte or padding comes first
-    return cand if VIN_RE.match(cand) else None
+    return cand if is_vin(cand) else None
 
 
 def is_negative(payload: bytes) -> bool:
