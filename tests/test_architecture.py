@@ -16,7 +16,8 @@ PKG = ROOT / "src" / "autopdm"
 # third-party packages that may be imported inside a function: optional extras, or heavy enough that
 # commands which do not use them should not pay for the import
 LAZY_OK = {"dask", "distributed", "obd", "matplotlib", "evidently", "mlflow", "lightgbm", "sklearn", "bentoml",
-           "cantools", "opendbc", "asammdf", "fsspec", "can", "isotp", "playwright", "standardwebhooks"}
+           "cantools", "opendbc", "asammdf", "fsspec", "can", "isotp", "playwright", "standardwebhooks",
+           "serial"}  # pyserial comes with the optional obd extra
 # first-party modules that wrap an optional licence boundary: python-OBD is GPL-2.0-only
 LAZY_FIRST_PARTY = {"autopdm.ingest.obd"}
 RUNTIME = ("ingest", "pipeline", "modeling", "serving", "delivery")
