@@ -1,10 +1,12 @@
 """The component registry: everything that is specific to one serviced part, defined once.
 
 A component is what a work order is about (brake pads, tires, the 12 V battery). Its entry says
-what its service limit is and how a workshop measures it, which workshop actions resolve a need,
-which use wears it (the feature families the pipeline computes for it), the rule a workshop uses
-today (the baseline the models are compared with), the action a work order recommends, and the
-name of its registered model. Every other module iterates this registry; a fourth component is a
+what its service limit is and how a workshop measures it (where: `positions`, and how they combine
+into the need: `need_when`), which workshop actions resolve a need (and which of them fit a new
+part: `renewing_actions`; the others are reactive repairs, breakdowns), which use wears it (the
+feature families the pipeline computes for it, and `rate_use`, what its wear rate is learned
+per), the rule a workshop uses today (the baseline the models are compared with), the action a work
+order recommends, and the name of its registered model. Every other module iterates this registry; a fourth component is a
 new `register(Component(...))` here (plus its physics in the simulator, if it is to be simulated).
 
 Wear quantities are daily sums the feature pipeline keeps per vehicle (see
@@ -50,10 +52,17 @@ class Limit:
     reading_sd: float = 0.5    # error of one reading (1 sd): gauge resolution, tester repeatability
     lower_is_worse: bool = True
 
-    def reached(self, value) -> np.ndarray:
-        """Whether each value is at or beyond the need line (at or below it when lower is worse)."""
+    def reached(self, value, verdict=None) -> np.ndarray:
+        """Whether each reading is at or beyond the need line (at or below it when lower is worse). A reading
+        the workshop called "replace" within one reading error of the line counts as at it: a gauge's marks
+        need not fall on the line (a 1/32" tread gauge reads 3.18 mm, never 3.0)."""
         v = np.asarray(value, dtype=float)
-        return v <= self.need if self.lower_is_worse else v >= self.need
+        sign = 1.0 if self.lower_is_worse else -1.0
+        out = sign * (v - self.need) <= 0
+        if verdict is not None:
+            called = pd.Series(verdict, dtype="string").fillna("").to_numpy(dtype=object) == "replace"
+            out |= called & (sign * (v - self.need) <= self.reading_sd)
+        return out
 
     def loss(self, before, after) -> np.ndarray:
         """Wear between two readings, positive when the part got worse."""

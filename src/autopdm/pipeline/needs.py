@@ -1,7 +1,8 @@
 """Service needs as the workshop's records show them: the `needs` table the labels come from.
 
 A component's *need* is the day its condition reaches the service limit of the component registry
-(`Component.limit`: a pad at 3 mm, a tread at 3 mm, a battery's state of health at 55 %). The records
+(`Component.limit`: a pad at 3 mm, a tread at 3 mm, a battery's state of health at 55 %; a reading
+the workshop called "replace" within one reading error of the line counts as at it). The records
 (service events and inspections, never telemetry and never the simulator's hidden truth) show it in
 three ways, per *part life* (from one renewal of the part — `Component.renewing_actions`, a
 replacement — to the next):
@@ -70,7 +71,7 @@ def lives_before(ren: pd.DataFrame, vehicle_ids: np.ndarray, days: np.ndarray) -
 def readings_of(inspections: pd.DataFrame | None, measurement: str) -> pd.DataFrame:
     """One measurement's readings, one per vehicle, position and day (the last recorded: a retest
     replaces the first test), with a `day` column, sorted by vehicle, position, day."""
-    cols = ["vehicle_id", "position", "day", "odometer_km", "value"]
+    cols = ["vehicle_id", "position", "day", "odometer_km", "value", "verdict"]
     if inspections is None or not len(inspections):
         return pd.DataFrame({c: pd.Series(dtype=float if c in ("odometer_km", "value") else object) for c in cols}).assign(
             day=pd.Series(dtype=np.int64))
@@ -79,6 +80,7 @@ def readings_of(inspections: pd.DataFrame | None, measurement: str) -> pd.DataFr
     r = pd.DataFrame({"vehicle_id": r["vehicle_id"].astype(str).to_numpy(), "position": r["position"].astype(str).to_numpy(),
                       "day": day, "odometer_km": pd.to_numeric(r["odometer_km"], errors="coerce").to_numpy(dtype=float),
                       "value": r["value"].to_numpy(dtype=float),
+                      "verdict": r["verdict"].astype(object).to_numpy() if "verdict" in r else np.full(len(r), None),
                       "_id": r["inspection_id"].astype(str).to_numpy() if "inspection_id" in r else np.arange(len(r)).astype(str)})
     r = r[r["day"] > NO].sort_values(["vehicle_id", "position", "day", "_id"], kind="stable")
     return r.drop_duplicates(["vehicle_id", "position", "day"], keep="last").drop(columns="_id").reset_index(drop=True)
@@ -97,7 +99,8 @@ def _odometer_points(service_events: pd.DataFrame, inspections: pd.DataFrame | N
 
 def _crossing_day(lim, a: dict, b: dict, odo: tuple[np.ndarray, np.ndarray] | None) -> int:
     """The day between reading a (above the limit) and b (at or below it) where the part reached the limit."""
-    f = float(lim.loss(a["value"], lim.need) / lim.loss(a["value"], b["value"]))
+    drop = float(lim.loss(a["value"], b["value"]))
+    f = min(float(lim.loss(a["value"], lim.need)) / drop, 1.0) if drop > 0 else 1.0  # b at the line by verdict
     day = a["day"] + f * (b["day"] - a["day"])
     if odo is not None and np.isfinite(a["odo"]) and np.isfinite(b["odo"]) and b["odo"] > a["odo"]:
         km = a["odo"] + f * (b["odo"] - a["odo"])
@@ -114,7 +117,7 @@ def _reading_need(comp: Component, life_rows: pd.DataFrame, install: dict | None
     or None when none reached the limit."""
     lim, found = comp.limit, []
     for pos, g in life_rows.groupby("position", sort=False):
-        reached = lim.reached(g["value"].to_numpy())
+        reached = lim.reached(g["value"].to_numpy(), g["verdict"].to_numpy())
         if not reached.any():
             continue
         j = int(np.argmax(reached))

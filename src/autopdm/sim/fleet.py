@@ -1,4 +1,4 @@
-"""Fleet simulator: vehicles, trips, workshop service history, DTCs and (optionally) raw 1 Hz samples.
+"""Fleet simulator: vehicles, trips, the workshop's records, DTCs and (optionally) raw 1 Hz samples.
 
 `simulate_fleet` is a pipeline of named phases (PHASES). Each phase is a function of explicit inputs
 (the per-vehicle draws, the calendar, the trips so far, one random stream) that returns arrays or a
@@ -11,11 +11,16 @@ small dataclass; nothing is shared through module state. In order:
 5. trip order and times of day: `order_within_day`, `times_of_day`
 6. hidden wear and component lifecycles: `daily_use`, `routine_services`, `battery_lives` (a no-start
    keeps the car parked until the new battery), then `cold_tire_pressure`, `pad_tire_wear`, `pad_tire_lives`
-7. workshop service events: `service_events`
-8. per-trip telemetry and coverage gaps: `trip_telemetry`, `coverage`, `trips_table`
-9. DTC events and the hidden truth: `dtc_events`, `true_needs_table`, `lives_table`
-10. raw 1 Hz samples for the first K vehicles: `raw_samples` (`render_samples`, built so that
+7. workshop service events: `workshop_visits` (no-starts as reactive repairs), `service_events`
+8. workshop inspections: `autopdm.sim.inspections` (readings with gauge noise and gaps at those visits,
+   the removed part's reading at each replacement; the true state per position)
+9. per-trip telemetry and coverage gaps: `trip_telemetry`, `coverage`, `trips_table`
+10. DTC events and the hidden truth: `dtc_events`, `true_needs_table`, `lives_table`, `true_state_table`
+11. raw 1 Hz samples for the first K vehicles: `raw_samples` (`render_samples`, built so that
     `trips.summarise` gives back their trip rows)
+
+`write_fleet` writes the workshop's records (vehicles, service events, inspections) through the one import
+path for CRM records, `autopdm.ingest.crm.import_records`.
 
 What each phase models and the published figures the wear physics is calibrated to: docs/simulator.md.
 Work is vectorised over vehicles × days or over trips; per-vehicle loops only walk the few lifecycle

@@ -19,11 +19,11 @@ What is read, when (`inspection_rows`):
   pads). At an inspection the front axle is read at 90 % of visits and the rear at 70 % (behind a
   drum or a caliper it is often not seen); 60 % are gauged through the wheel (±0.5 mm: error sd
   0.25 mm, recorded in 0.5 mm) and the rest judged by eye (±1 mm: sd 0.5 mm, whole mm). Removed pads
-  are gauged, each axle recorded at 85 % of replacements.
-- tread (`tread_mm` per tire) at every tire inspection and replacement, each tire at 85 %. The
-  reading is the tread depth at the groove the technician picks: a tire wears unevenly across its
-  width by a few tenths (± 0.3 mm), plus the gauge's own 0.1 mm, in the workshop's gauge steps
-  (0.1 mm digital, 0.5 mm, or 1/32" = 0.79 mm).
+  are gauged; 85 % of replacements record them (every axle), the others none.
+- tread (`tread_mm` per tire) at every tire inspection (each tire at 85 %) and replacement (every
+  tire at 85 % of them, else none). The reading is the tread depth at the groove the technician
+  picks: a tire wears unevenly across its width by a few tenths (± 0.3 mm), plus the gauge's own
+  0.1 mm, in the workshop's gauge steps (0.1 mm digital, 0.5 mm, or 1/32" = 0.79 mm).
 - the battery tester printout (`battery_soh_pct`, `battery_cca_pct` = measured / rated cold-cranking
   amps, `battery_rest_v`) at every battery test and battery replacement; the rest voltage is on 80 %
   of printouts. A conductance tester reads one conductance, noisy by ~3 % of a new battery's: state of
@@ -34,7 +34,8 @@ What is read, when (`inspection_rows`):
   at 80 % of such visits (a second printout).
 
 Verdicts as a workshop gives them: "replace" at or below the need line, "advise" at or below the
-advise line (`components.Limit`), else "ok".
+advise line (`components.Limit`), else "ok" — each line at the gauge's mark nearest to it (a 1/32"
+gauge's 3 mm line is its 4/32" = 3.18 mm mark).
 """
 
 from __future__ import annotations
@@ -106,10 +107,13 @@ def true_states(parts: Parts, frac: dict[str, np.ndarray]) -> dict[str, np.ndarr
     return out
 
 
-def _verdict(comp: components.Component, value: np.ndarray) -> np.ndarray:
-    lim = comp.limit
-    advise = value <= lim.advise if lim.lower_is_worse else value >= lim.advise
-    return np.where(lim.reached(value), "replace", np.where(advise, "advise", "ok")).astype(object)
+def _verdict(comp: components.Component, value: np.ndarray, step=0.0) -> np.ndarray:
+    """The workshop's call on a reading: its lines, each at the gauge's mark nearest to it (a 1/32" gauge
+    has no 3.0 mm mark: 4/32" = 3.18 mm is its replace line)."""
+    lim, half = comp.limit, np.asarray(step, dtype=float) / 2 - 1e-9
+    replace = value <= lim.need + np.maximum(half, 0)
+    advise = value <= lim.advise + np.maximum(half, 0)
+    return np.where(replace, "replace", np.where(advise, "advise", "ok")).astype(object)
 
 
 def _rows(v, d, comp: str, position, measurement, value, verdict, seq) -> pd.DataFrame:
@@ -121,24 +125,27 @@ def pad_readings(rng: np.random.Generator, v, d, removed, truth: np.ndarray) -> 
     """Pad thickness per axle; truth: events × axles."""
     n, comp = len(v), components.get("brake")
     gauged = removed | (rng.random(n) < PAD_GAUGED_SHARE)
-    p_read = np.where(removed[:, None], REMOVED_READ_P, np.array([PAD_READ_P[p] for p in comp.positions])[None, :])
-    read = rng.random(truth.shape) < p_read
+    at_visit = rng.random(truth.shape) < np.array([PAD_READ_P[p] for p in comp.positions])[None, :]
+    read = np.where(removed[:, None], (rng.random(n) < REMOVED_READ_P)[:, None], at_visit)
     e = rng.normal(0.0, 1.0, truth.shape)
     gauge = np.round((truth + PAD_GAUGE_SD * e) / PAD_GAUGE_STEP) * PAD_GAUGE_STEP
     visual = np.round((truth + PAD_VISUAL_SD * e) / PAD_VISUAL_STEP) * PAD_VISUAL_STEP
     value = np.maximum(np.where(gauged[:, None], gauge, visual), 0.0)
     i, j = np.nonzero(read)
-    return _rows(v[i], d[i], "brake", np.array(comp.positions)[j], "pad_mm", value[i, j], _verdict(comp, value[i, j]), 0)
+    step = np.where(gauged, PAD_GAUGE_STEP, PAD_VISUAL_STEP)[i]
+    return _rows(v[i], d[i], "brake", np.array(comp.positions)[j], "pad_mm", value[i, j], _verdict(comp, value[i, j], step), 0)
 
 
-def tread_readings(rng: np.random.Generator, v, d, step: np.ndarray, truth: np.ndarray) -> pd.DataFrame:
+def tread_readings(rng: np.random.Generator, v, d, removed, step: np.ndarray, truth: np.ndarray) -> pd.DataFrame:
     """Tread depth per tire; truth: events × tires; step: the gauge step per event."""
     comp = components.get("tire")
-    read = rng.random(truth.shape) < TREAD_READ_P
+    at_visit = rng.random(truth.shape) < TREAD_READ_P
+    read = np.where(removed[:, None], (rng.random(len(v)) < REMOVED_READ_P)[:, None], at_visit)
     z = truth + rng.uniform(-TREAD_UNEVEN_MM, TREAD_UNEVEN_MM, truth.shape) + rng.normal(0.0, TREAD_GAUGE_SD, truth.shape)
     value = np.maximum(np.round(np.round(z / step[:, None]) * step[:, None], 2), 0.0)
     i, j = np.nonzero(read)
-    return _rows(v[i], d[i], "tire", np.array(comp.positions)[j], "tread_mm", value[i, j], _verdict(comp, value[i, j]), 0)
+    return _rows(v[i], d[i], "tire", np.array(comp.positions)[j], "tread_mm", value[i, j],
+                 _verdict(comp, value[i, j], step[i]), 0)
 
 
 def _printout(conductance: np.ndarray, rest: np.ndarray) -> dict[str, np.ndarray]:
@@ -185,7 +192,7 @@ def inspection_rows(rng: np.random.Generator, parts: Parts, events: pd.DataFrame
         if comp == "brake":
             out.append(pad_readings(rng, v, d, removed, states[comp][v, d]))
         elif comp == "tire":
-            out.append(tread_readings(rng, v, d, parts.tread_step[v], states[comp][v, d]))
+            out.append(tread_readings(rng, v, d, removed, parts.tread_step[v], states[comp][v, d]))
         else:
             under_prev = np.where(d > 0, undercharged[v, np.maximum(d - 1, 0)], False)
             out.append(battery_printouts(rng, v, d, states[comp][v, d, 0] / 100.0, under_prev, temp[v, d]))
