@@ -156,3 +156,27 @@ def test_registry_mistakes_are_clear_errors(bad):
     with components.registered(dataclasses.replace(COOLANT, families=("part_state",), **bad)):
         with pytest.raises(ValueError, match="component 'coolant'"):
             build_features(trips, veh, se, dtc)
+
+
+def test_cli_features_writes_the_needs_beside_the_features(home):
+    from typer.testing import CliRunner
+
+    from autopdm import store
+    from autopdm.cli import app
+    from autopdm.sim.fleet import write_fleet
+
+    fleet = simulate_fleet(30, 400, seed=9)
+    write_fleet(fleet, home)
+    r = CliRunner().invoke(app, ["features"])
+    assert r.exit_code == 0, r.output
+    got = store.read_table("needs", home)
+    want = needs.needs_table(store.read_table("service_events", home), store.read_table("inspections", home))
+    assert len(got) > 10 and set(got["evidence"]) >= {"measured", "replaced_worn"}
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), want.reset_index(drop=True), check_dtype=False)
+    feats = store.read_table("features", home)
+    assert feats["brake_state_est"].notna().any() and feats["label_brake"].sum() > 0
+    # as of a day: only the records known then
+    r = CliRunner().invoke(app, ["features", "--as-of", "2025-06-30"])
+    assert r.exit_code == 0, r.output
+    early = store.read_table("needs", home)
+    assert len(early) < len(got) and (pd.to_datetime(early["need_date"]) <= "2025-06-30").all()

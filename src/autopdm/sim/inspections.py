@@ -36,6 +36,15 @@ What is read, when (`inspection_rows`):
 Verdicts as a workshop gives them: "replace" at or below the need line, "advise" at or below the
 advise line (`components.Limit`), else "ok" — each line at the gauge's mark nearest to it (a 1/32"
 gauge's 3 mm line is its 4/32" = 3.18 mm mark).
+
+Sources, in short: workshop and parts-retailer guides to checking pads (new pads 10-12 mm, replace
+near 3 mm; a look through the spokes or a gauge through the caliper's window, a caliper on the
+removed pad); tire retailers' instructions for tread gauges (32nds of an inch or mm, read in the
+centre, inner and outer grooves because wear is uneven); Midtronics' description of conductance
+testing and carmakers' battery-test procedures (verdicts GOOD, GOOD-RECHARGE, CHARGE & RETEST,
+REPLACE; a battery not fully charged gives false readings); battery makers' state-of-charge tables
+(12.6 V full, 12.4 V 75 %, 12.2 V 50 %). The shares of positions read, of gauged pads and of
+retests are this simulator's assumptions, not published figures.
 """
 
 from __future__ import annotations
