@@ -31,7 +31,8 @@ def fleet_home(home):
 
 def _pandas_features(paths) -> pd.DataFrame:
     df = build_features(store.read_table("trips", paths), store.read_table("vehicles", paths),
-                        store.read_table("service_events", paths), store.read_dtc_events(paths))
+                        store.read_table("service_events", paths), store.read_dtc_events(paths),
+                        inspections=store.read_table("inspections", paths))
     return df.sort_values(["vehicle_id", "date"], kind="stable").reset_index(drop=True)
 
 
@@ -45,6 +46,7 @@ def test_dask_features_equal_pandas(fleet_home, cluster):
     # in-memory variant
     mem = features_dask.build_features_dask(store.read_table("trips", fleet_home), store.read_table("vehicles", fleet_home),
                                             store.read_table("service_events", fleet_home), store.read_dtc_events(fleet_home),
+                                            inspections=store.read_table("inspections", fleet_home),
                                             client=cluster, vehicles_per_partition=11)
     pd.testing.assert_frame_equal(mem, expected)
 
@@ -60,7 +62,8 @@ def test_cli_features_engine_dask_as_of(fleet_home, cluster):
     r = CliRunner().invoke(app, ["features", "--engine", "dask", "--as-of", as_of])
     assert r.exit_code == 0, r.output
     expected = build_features(trips, store.read_table("vehicles", fleet_home), store.read_table("service_events", fleet_home),
-                              store.read_dtc_events(fleet_home), as_of=as_of)
+                              store.read_dtc_events(fleet_home), as_of=as_of,
+                              inspections=store.read_table("inspections", fleet_home))
     expected = expected.sort_values(["vehicle_id", "date"], kind="stable").reset_index(drop=True)
     got = store.read_table("features", fleet_home)
     assert str(got["date"].max())[:10] == as_of and len(got) < len(_pandas_features(fleet_home))
@@ -71,7 +74,7 @@ def test_dask_features_from_fsspec_url(fleet_home, cluster):
     """Inputs and output on an fsspec filesystem (memory:// stands in for s3:// here)."""
     fs = fsspec.filesystem("memory")
     base = "memory://autopdm-test/features"
-    for name in ("trips", "vehicles", "service_events"):
+    for name in ("trips", "vehicles", "service_events", "inspections"):
         fs.pipe(f"{base}/{name}.parquet", fleet_home.table(name).read_bytes())
     for f in fleet_home.dtc_events.rglob("*.parquet"):
         fs.pipe(f"memory://autopdm-test/dtc_events/{f.relative_to(fleet_home.dtc_events).as_posix()}", f.read_bytes())

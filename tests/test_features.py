@@ -10,6 +10,7 @@ import pytest
 
 from autopdm import components, schemas
 from autopdm.modeling.split import time_vehicle_split
+from autopdm.pipeline import part_state
 from autopdm.pipeline.features import HORIZON_DAYS, build_features, feature_columns
 from autopdm.sim.fleet import simulate_fleet
 
@@ -56,6 +57,35 @@ def hand_fleet(n: int = 12, days: int = 150, seed: int = 0):
     return trips, schemas.conform(veh, "vehicles"), se, dtc
 
 
+def hand_inspections(trips: pd.DataFrame, veh: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """Workshop readings of the hand fleet every ~5 weeks: pads per axle and tread per tire worn down with
+    each car's km, battery printouts fading with time; gauge noise, and some positions left unread."""
+    rng = np.random.default_rng(seed)
+    t0 = pd.Timestamp("2025-01-01")
+    end = pd.to_datetime(trips["end_ts"]).dt.tz_convert(None)
+    km = trips.assign(d=(end - t0).dt.days).groupby(["vehicle_id", "d"])["distance_km"].sum()
+    rows = []
+    for v in veh["vehicle_id"]:
+        daily = km.get(v, pd.Series(dtype=float)).reindex(range(160), fill_value=0.0).cumsum().to_numpy()
+        pad0, tread0, soh0 = rng.uniform(6, 11, 2), rng.uniform(4.5, 8, 4), rng.uniform(75, 100)
+        pad_rate, tread_rate = rng.uniform(1e-4, 3e-4) * np.array([1.0, 0.7]), rng.uniform(4e-5, 9e-5)
+        for d in range(int(rng.integers(2, 12)), 150, 33):
+            day = (t0 + pd.Timedelta(days=d + int(rng.integers(0, 3)))).date()
+            k = daily[min((day - t0.date()).days, 159)]
+            for pos, x in zip(("front", "rear"), pad0 - pad_rate * k):
+                if rng.random() < 0.95:
+                    rows.append((v, day, k, "brake", pos, "pad_mm", round(max(x + rng.normal(0, 0.3), 0) * 2) / 2))
+            for pos, x in zip(("fl", "fr", "rl", "rr"), tread0 - tread_rate * k):
+                rows.append((v, day, k, "tire", pos, "tread_mm", round(max(x + rng.normal(0, 0.2), 0), 1)))
+            soh = soh0 - 0.05 * (day - t0.date()).days + rng.normal(0, 3)
+            rows += [(v, day, k, "battery", "-", "battery_soh_pct", round(soh)),
+                     (v, day, k, "battery", "-", "battery_cca_pct", round(105 - 0.78 * (100 - soh))),
+                     (v, day, k, "battery", "-", "battery_rest_v", round(12.5 + rng.normal(0, 0.05), 2))]
+    df = pd.DataFrame(rows, columns=["vehicle_id", "date", "odometer_km", "component", "position", "measurement", "value"])
+    df["inspection_id"] = [f"I{i:06d}" for i in range(len(df))]
+    return schemas.conform(df.assign(source="workshop"), "inspections")
+
+
 def _features_only(df: pd.DataFrame) -> pd.DataFrame:
     cols = ["vehicle_id", "date"] + feature_columns(df)
     return df[cols].sort_values(["vehicle_id", "date"]).reset_index(drop=True)
@@ -86,8 +116,9 @@ def test_dates_before_the_first_trip_give_an_empty_table():
     assert len(build_features(trips, veh, se, dtc, dates=[first])) > 0
 def test_leakage_data_after_t_does_not_move_features_at_t():
     trips, veh, se, dtc = hand_fleet(seed=1)
+    insp = hand_inspections(trips, veh, seed=1)
     t = pd.Timestamp("2025-03-15")
-    base = build_features(trips, veh, se, dtc)
+    base = build_features(trips, veh, se, dtc, inspections=insp)
     end_of_t = pd.Timestamp(t, tz="UTC") + pd.Timedelta(days=1)
 
     # change everything that happened after the end of day t
@@ -104,15 +135,29 @@ def test_leakage_data_after_t_does_not_move_features_at_t():
     se2 = pd.concat([se[pd.to_datetime(se["date"]) <= t], schemas.conform(late, "service_events")], ignore_index=True)
     dtc2 = pd.concat([dtc, schemas.conform(pd.DataFrame({"vehicle_id": veh.vehicle_id[:3], "ts": end_of_t + pd.Timedelta(hours=1),
                                                          "code": "P0562", "status": "stored"}), "dtc_events")], ignore_index=True)
-    moved = build_features(tr2, veh, se2, dtc2)
+    # the workshop's readings after t: other values, some dropped, a worn part found and replaced
+    later = pd.to_datetime(insp["date"]) > t
+    insp2 = insp.copy()
+    insp2.loc[later, "value"] = insp2.loc[later, "value"] * 0.5
+    insp2 = insp2[~(later & (np.arange(len(insp2)) % 3 == 0))]
+    worn = pd.DataFrame({"inspection_id": ["X3", "X4"], "vehicle_id": veh.vehicle_id[0], "date": (t + pd.Timedelta(days=1)).date(),
+                         "odometer_km": np.nan, "component": "brake", "position": ["front", "rear"],
+                         "measurement": "pad_mm", "value": [2.0, 5.0], "verdict": ["replace", "ok"], "source": "workshop"})
+    insp2 = pd.concat([insp2, schemas.conform(worn, "inspections")], ignore_index=True)
+    moved = build_features(tr2, veh, se2, dtc2, inspections=insp2)
 
     a = _features_only(base[base["date"] <= t])
     b = _features_only(moved[moved["date"] <= t])
     pd.testing.assert_frame_equal(a, b)
-    # ...while later rows did change (the test has teeth)
+    # ...while later rows did change (the test has teeth), the part-state columns too
     assert not _features_only(base[base["date"] > t]).equals(_features_only(moved[moved["date"] > t]))
+    state = [c for comp in components.all_components() for c in part_state.column_names(comp)]
+    assert len(state) == 46 and all(a[c].notna().any() for c in state), [c for c in state if a[c].isna().all()]
+    late_b, late_m = base[base["date"] > t], moved[moved["date"] > t]
+    for c in ("brake_state_est", "brake_wear_rate", "tire_state_est", "battery_state_est", "pad_mm_front_last"):
+        assert not np.allclose(late_b[c].fillna(-1), late_m[c].fillna(-1)), c
     # and as_of=t gives the same rows without any later data
-    cut = build_features(trips, veh, se, dtc, as_of=t)
+    cut = build_features(trips, veh, se, dtc, as_of=t, inspections=insp)
     assert cut["date"].max() == t
     pd.testing.assert_frame_equal(_features_only(cut), a)
 
@@ -249,34 +294,36 @@ def test_unknown_family_or_use_quantity_is_a_clear_error():
 # them deliberately, and only when a feature changes on purpose (say so in the commit message);
 # `_fingerprint` below prints what to paste. The input hash tells a changed table from changed
 # inputs (simulate_fleet or hand_fleet): if the inputs moved, check the table on the old inputs first.
+# Last update: the part-state family (46 columns) and labels from the needs of the records; the sim cases
+# now pass the fleet's inspections (and its records gained the no-start repairs). The 165 earlier columns
+# were checked bit-identical on the earlier inputs (sim records without the no-start repairs, no readings).
 
 # every column in order, with its dtype where it is not float32
 _COLUMN_SPEC = """
 vehicle_id:object date:datetime64[ns] trips_7d distance_km_7d drive_hours_7d idle_share_7d short_trip_share_7d
-mean_speed_kph_7d brake_energy_kj_per_t_7d brake_energy_per_km_7d harsh_brake_per_100km_7d
-harsh_accel_per_100km_7d rest_voltage_v_7d crank_min_voltage_v_mean_7d crank_margin_v_7d charge_voltage_v_7d
-ambient_temp_c_7d cold_start_share_7d tire_pressure_min_kpa_7d crank_margin_cold_v_7d
-rest_voltage_overnight_v_7d telemetry_days_7d trips_30d distance_km_30d drive_hours_30d idle_share_30d
-short_trip_share_30d mean_speed_kph_30d brake_energy_kj_per_t_30d brake_energy_per_km_30d
-harsh_brake_per_100km_30d harsh_accel_per_100km_30d rest_voltage_v_30d crank_min_voltage_v_mean_30d
-crank_margin_v_30d charge_voltage_v_30d ambient_temp_c_30d cold_start_share_30d tire_pressure_min_kpa_30d
-crank_margin_cold_v_30d rest_voltage_overnight_v_30d telemetry_days_30d trips_90d distance_km_90d
-drive_hours_90d idle_share_90d short_trip_share_90d mean_speed_kph_90d brake_energy_kj_per_t_90d
-brake_energy_per_km_90d harsh_brake_per_100km_90d harsh_accel_per_100km_90d rest_voltage_v_90d
-crank_min_voltage_v_mean_90d crank_margin_v_90d charge_voltage_v_90d ambient_temp_c_90d cold_start_share_90d
-tire_pressure_min_kpa_90d crank_margin_cold_v_90d rest_voltage_overnight_v_90d telemetry_days_90d
-rest_voltage_v_min_7d rest_voltage_v_min_30d crank_min_voltage_v_7d crank_min_voltage_v_30d
+mean_speed_kph_7d brake_energy_kj_per_t_7d brake_energy_per_km_7d harsh_brake_per_100km_7d harsh_accel_per_100km_7d
+rest_voltage_v_7d crank_min_voltage_v_mean_7d crank_margin_v_7d charge_voltage_v_7d ambient_temp_c_7d
+cold_start_share_7d tire_pressure_min_kpa_7d crank_margin_cold_v_7d rest_voltage_overnight_v_7d telemetry_days_7d
+trips_30d distance_km_30d drive_hours_30d idle_share_30d short_trip_share_30d mean_speed_kph_30d
+brake_energy_kj_per_t_30d brake_energy_per_km_30d harsh_brake_per_100km_30d harsh_accel_per_100km_30d
+rest_voltage_v_30d crank_min_voltage_v_mean_30d crank_margin_v_30d charge_voltage_v_30d ambient_temp_c_30d
+cold_start_share_30d tire_pressure_min_kpa_30d crank_margin_cold_v_30d rest_voltage_overnight_v_30d
+telemetry_days_30d trips_90d distance_km_90d drive_hours_90d idle_share_90d short_trip_share_90d mean_speed_kph_90d
+brake_energy_kj_per_t_90d brake_energy_per_km_90d harsh_brake_per_100km_90d harsh_accel_per_100km_90d
+rest_voltage_v_90d crank_min_voltage_v_mean_90d crank_margin_v_90d charge_voltage_v_90d ambient_temp_c_90d
+cold_start_share_90d tire_pressure_min_kpa_90d crank_margin_cold_v_90d rest_voltage_overnight_v_90d
+telemetry_days_90d rest_voltage_v_min_7d rest_voltage_v_min_30d crank_min_voltage_v_7d crank_min_voltage_v_30d
 crank_margin_v_min_7d crank_margin_v_min_30d ambient_temp_c_min_7d ambient_temp_c_min_30d
 tire_pressure_min_kpa_min_7d tire_pressure_min_kpa_min_30d max_decel_mps2_max_7d max_decel_mps2_max_30d
 crank_margin_cold_v_min_7d crank_margin_cold_v_min_30d rest_voltage_overnight_v_min_7d
 rest_voltage_overnight_v_min_30d rest_voltage_v_slope_30d rest_voltage_v_slope_90d crank_min_voltage_v_slope_30d
-crank_min_voltage_v_slope_90d charge_voltage_v_slope_30d charge_voltage_v_slope_90d
-tire_pressure_min_kpa_slope_30d tire_pressure_min_kpa_slope_90d crank_margin_cold_v_slope_30d
-crank_margin_cold_v_slope_90d rest_voltage_overnight_v_slope_30d rest_voltage_overnight_v_slope_90d
-rest_voltage_v_delta_7_90 crank_margin_v_delta_7_90 tire_pressure_min_kpa_delta_7_90 charge_voltage_v_delta_7_90
-crank_margin_cold_v_delta_7_90 rest_voltage_overnight_v_delta_7_90 crank_margin_days_to_zero
-days_since_last_trip telemetry_days_total odometer_km vehicle_age_days segment_code model_year curb_mass_kg
-days_since_brake_service brake_serviced_on_record km_since_brake_service km_observed_since_brake_service
+crank_min_voltage_v_slope_90d charge_voltage_v_slope_30d charge_voltage_v_slope_90d tire_pressure_min_kpa_slope_30d
+tire_pressure_min_kpa_slope_90d crank_margin_cold_v_slope_30d crank_margin_cold_v_slope_90d
+rest_voltage_overnight_v_slope_30d rest_voltage_overnight_v_slope_90d rest_voltage_v_delta_7_90
+crank_margin_v_delta_7_90 tire_pressure_min_kpa_delta_7_90 charge_voltage_v_delta_7_90
+crank_margin_cold_v_delta_7_90 rest_voltage_overnight_v_delta_7_90 crank_margin_days_to_zero days_since_last_trip
+telemetry_days_total odometer_km vehicle_age_days segment_code model_year curb_mass_kg days_since_brake_service
+brake_serviced_on_record km_since_brake_service km_observed_since_brake_service
 brake_energy_kj_per_t_observed_since_brake_service brake_energy_kj_per_t_since_brake_service
 brake_work_mj_observed_since_brake_service brake_work_mj_since_brake_service
 harsh_brakes_observed_since_brake_service harsh_brakes_since_brake_service days_since_tire_service
@@ -285,12 +332,21 @@ hot_km_observed_since_tire_service hot_km_since_tire_service hot_share_since_tir
 days_since_battery_service battery_serviced_on_record km_since_battery_service km_observed_since_battery_service
 starts_observed_since_battery_service starts_since_battery_service cold_starts_observed_since_battery_service
 cold_starts_since_battery_service days_since_last_visit km_since_last_visit days_since_last_brake_inspect
-km_since_last_brake_inspect days_since_last_tire_inspect km_since_last_tire_inspect
-days_since_last_battery_inspect km_since_last_battery_inspect days_since_routine_service
-km_since_routine_service days_since_open_brake_inspect brake_energy_kj_per_t_since_brake_inspect_pass
-days_since_open_tire_inspect km_since_tire_inspect_pass days_since_open_battery_inspect
+km_since_last_brake_inspect days_since_last_tire_inspect km_since_last_tire_inspect days_since_last_battery_inspect
+km_since_last_battery_inspect days_since_routine_service km_since_routine_service days_since_open_brake_inspect
+brake_energy_kj_per_t_since_brake_inspect_pass pad_mm_front_last pad_mm_front_age_days pad_mm_rear_last
+pad_mm_rear_age_days km_since_brake_reading brake_energy_kj_per_t_since_brake_reading
+brake_work_mj_since_brake_reading harsh_brakes_since_brake_reading brake_state_est brake_state_sd brake_wear_rate
+brake_days_to_limit brake_days_to_limit_p10 brake_p_limit_15d days_since_open_tire_inspect
+km_since_tire_inspect_pass tread_mm_fl_last tread_mm_fl_age_days tread_mm_fr_last tread_mm_fr_age_days
+tread_mm_rl_last tread_mm_rl_age_days tread_mm_rr_last tread_mm_rr_age_days km_since_tire_reading
+harsh_events_since_tire_reading hot_km_since_tire_reading tire_state_est tire_state_sd tire_wear_rate
+tire_days_to_limit tire_days_to_limit_p10 tire_p_limit_15d days_since_open_battery_inspect
 starts_since_battery_inspect_pass crank_margin_cold_v_drop_from_best rest_voltage_overnight_v_drop_from_best
-crank_margin_cold_v_slope_60d rest_voltage_overnight_v_slope_60d crank_margin_days_to_zero_60d
+crank_margin_cold_v_slope_60d rest_voltage_overnight_v_slope_60d crank_margin_days_to_zero_60d battery_soh_pct_last
+battery_soh_pct_age_days battery_cca_pct_last battery_cca_pct_age_days battery_rest_v_last battery_rest_v_age_days
+km_since_battery_reading starts_since_battery_reading cold_starts_since_battery_reading battery_state_est
+battery_state_sd battery_wear_rate battery_days_to_limit battery_days_to_limit_p10 battery_p_limit_15d
 days_to_registration_anniversary dtc_count_7d dtc_count_30d dtc_count_90d dtc_battery_30d dtc_chassis_30d
 segment:string label_brake:int8 days_to_need_brake:float64 label_tire:int8 days_to_need_tire:float64
 label_battery:int8 days_to_need_battery:float64 label_complete:bool
@@ -299,14 +355,15 @@ DTYPES = {c.split(":")[0]: (c.split(":") + ["float32"])[1] for c in _COLUMN_SPEC
 COLUMNS = list(DTYPES)
 # (input hash, rows, columns, table hash)
 FINGERPRINTS = {
-    "sim40x400s0": (10226794598387682359, 15498, 165, 5264407080917134711),
-    "sim20x300s2cold": (4216476903596210737, 5710, 165, 8035775252181161869),
-    "sim40x400s0_asof": (10226794598387682359, 10418, 165, 5266148075737783024),
-    "sim40x400s0_dates": (10226794598387682359, 159, 165, 13448982352760800129),
-    "hand_nodtc": (15759976687971660389, 1761, 165, 4416080764035598201),
-    "hand_se_none": (3140787710151220016, 1761, 165, 3988060195247242398),
-    "hand_noreg": (9003103576663955113, 24, 164, 16035706313513842302),
-    "hand_s1_asof": (7200103413872318220, 1254, 165, 13513946762069183867),
+    "sim40x400s0": (15872081641230402079, 15498, 211, 13097958278356016218),
+    "sim20x300s2cold": (17083531215675854021, 5710, 211, 12389485071559056521),
+    "sim40x400s0_asof": (15872081641230402079, 10418, 211, 17422868420319477915),
+    "sim40x400s0_dates": (15872081641230402079, 159, 211, 14319488710715023472),
+    "hand_inspections": (13637001229040883195, 1761, 211, 9853452832223837078),
+    "hand_nodtc": (15759976687971660389, 1761, 211, 14721012470823548657),
+    "hand_se_none": (3140787710151220016, 1761, 211, 5870754297299863860),
+    "hand_noreg": (9003103576663955113, 24, 210, 7523932269246140854),
+    "hand_s1_asof": (7200103413872318220, 1254, 211, 73866183753170587),
 }
 
 
@@ -322,9 +379,10 @@ def _fingerprint_case(name: str, sim_fleets) -> tuple[tuple, dict]:
         args = (f.trips, f.vehicles, f.service_events, f.dtc_events)
         kw = {"sim40x400s0_asof": {"as_of": "2025-09-30"},
               "sim40x400s0_dates": {"dates": ["2025-03-01", "2025-07-15", "2025-12-31", "2026-01-20"]}}.get(name, {})
-        return args, kw
+        return args, {**kw, "inspections": f.inspections}
     trips, veh, se, dtc = hand_fleet(seed=1 if name == "hand_s1_asof" else 0)
     return {
+        "hand_inspections": ((trips, veh, se, dtc), {"inspections": hand_inspections(trips, veh)}),
         "hand_nodtc": ((trips, veh, se, None), {}),
         "hand_se_none": ((trips, veh, None, dtc), {}),
         "hand_noreg": ((trips, veh.drop(columns=["first_registration_date", "segment"]), se, dtc),
@@ -339,7 +397,7 @@ def _hash(df: pd.DataFrame) -> int:
 
 def _fingerprint(args, kw) -> tuple[tuple, pd.DataFrame]:
     f = build_features(*args, **kw)
-    inputs = sum(_hash(d) for d in args if d is not None) % (1 << 64)
+    inputs = sum(_hash(d) for d in (*args, kw.get("inspections")) if d is not None) % (1 << 64)
     fp = (inputs, *f.shape, _hash(f))
     print(fp)  # what to paste into FINGERPRINTS after a deliberate change
     return fp, f

@@ -158,7 +158,9 @@ OUTCOMES = pa.schema(
     ]
 )
 
-# one row per observed service need, derived from the records (pipeline.needs)
+# one row per observed service need, derived from the records (pipeline.needs): `bracket_days` is the
+# width of the interval the need was placed in (0 for a breakdown; null when unknown); `position` the
+# position whose reading placed it (null when no reading did)
 NEED_EVIDENCE = ("measured", "replaced_worn", "breakdown", "replaced")
 NEEDS = pa.schema(
     [
@@ -167,6 +169,7 @@ NEEDS = pa.schema(
         ("need_date", pa.date32()),
         ("evidence", pa.string()),
         ("bracket_days", pa.float64()),
+        ("position", pa.string()),
     ]
 )
 

@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
         as_of: Optional[str] = typer.Option(None, "--as-of", help="use only data up to this date (YYYY-MM-DD); rows end there"),
         engine: str = typer.Option("pandas", "--engine", help="pandas | dask"),
     ) -> None:
-        """Daily features and labels per vehicle → var/features/features.parquet."""
+        """Daily features and labels per vehicle → var/features/features.parquet (and the needs → needs.parquet)."""
         p = paths()
         if engine not in ("pandas", "dask"):
             raise fail(f"--engine must be pandas or dask, not {engine!r}")
@@ -44,8 +44,9 @@ def register(app: typer.Typer) -> None:
                 raise fail(f"no trips in {p.table('trips')}: run `autopdm simulate` or `autopdm trips` first")
             with console.status(f"building features from {len(trips):,} trips"):
                 df = build_features(trips, store.read_table("vehicles", p), store.read_table("service_events", p),
-                                    store.read_dtc_events(p), as_of=as_of)
+                                    store.read_dtc_events(p), as_of=as_of, inspections=store.read_table("inspections", p))
             store.write_table(df, "features", p)
+            features_dask.write_needs(p, features_dask.Sources.from_paths(p), as_of=as_of)
         # the next step is usually `mlflow run . -e train`: have the tracking store ready under var/
         ensure_store(p)
         n_feat = len([c for c in df.columns if not c.startswith(("label_", "days_to_need_"))]) - 3

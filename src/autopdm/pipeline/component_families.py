@@ -29,6 +29,7 @@ import pandas as pd
 
 from autopdm import components
 from autopdm.components import Component
+from autopdm.pipeline import part_state
 from autopdm.pipeline.daily import COMBINED_USE, USE_QUANTITIES, Context
 from autopdm.pipeline.families import Features
 from autopdm.pipeline.grid import NO, div, ffill_index, since, slope, take
@@ -189,6 +190,7 @@ def battery_health(ctx: Context, comp: Component, F: Mapping[str, np.ndarray]) -
 COMPONENT_FAMILIES: dict[str, ComponentFamily] = {
     "tire_heat": ComponentFamily(tire_heat, after="service", needs_wear=(("hot_km", "hot_km"),)),
     "battery_health": ComponentFamily(battery_health, after="inspection"),
+    part_state.FAMILY: ComponentFamily(part_state.part_state, after="inspection"),
 }
 
 
@@ -202,7 +204,12 @@ def check_registry() -> None:
             for wname, key in COMPONENT_FAMILIES[name].needs_wear:
                 if comp.wear.get(wname) != key:
                     raise ValueError(f"component {comp.name!r}: feature family {name!r} needs wear {{{wname!r}: {key!r}}}")
-        for where, key in [*((f"wear {n!r}", k) for n, k in comp.wear.items()), ("wear_since_pass", comp.wear_since_pass[0])]:
+        if comp.need_when not in ("any", "all"):
+            raise ValueError(f"component {comp.name!r}: need_when must be 'any' or 'all', not {comp.need_when!r}")
+        uses = [*((f"wear {n!r}", k) for n, k in comp.wear.items()), ("wear_since_pass", comp.wear_since_pass[0])]
+        if comp.rate_use != part_state.DAYS:
+            uses.append(("rate_use", comp.rate_use))
+        for where, key in uses:
             if key not in USE_QUANTITIES:
                 raise ValueError(f"component {comp.name!r}: {where} names unknown use quantity {key!r}; "
                                  f"known: {', '.join(USE_QUANTITIES)}")

@@ -34,6 +34,8 @@ COMBINED_USE = {"harsh_events": ("harsh_brake", "harsh_accel")}
 # what `Component.wear` and `Component.wear_since_pass` may name
 USE_QUANTITIES = (*DAILY_USE, *DAILY_READINGS, *(f"n_{r}" for r in DAILY_READINGS), *COMBINED_USE)
 SERVICE_COLUMNS = ["vehicle_id", "date", "component", "action", "odometer_km"]
+INSPECTION_COLUMNS = ["inspection_id", "vehicle_id", "date", "odometer_km", "component", "position", "measurement", "value",
+                      "verdict"]
 
 # minimum acceptable voltage under crank load by temperature (published: 9.6 V at >= 20 °C,
 # 9.3 V at 4 °C, 8.5 V at -18 °C); the margin above it is a temperature-free battery signal
@@ -110,6 +112,8 @@ class Context:
     dtc_events: pd.DataFrame | None
     labels_until: int
     want: np.ndarray | None    # requested day numbers, or None for every day
+    inspections: pd.DataFrame = None  # dated readings of the grid's vehicles (with `day`), to labels_until and past
+    wear_rates: pd.DataFrame | None = None  # the fleet's learned wear rates (`part_state.fleet_wear_rates`)
 
     @property
     def V(self) -> int:
@@ -195,19 +199,31 @@ class Context:
         r_key = pd.MultiIndex.from_arrays([r["vehicle_id"].astype(str), r["day"]])
         return pd.MultiIndex.from_arrays([v["vehicle_id"].astype(str), v["day"]]).isin(r_key)
 
+    @functools.cached_property
+    def readings(self) -> pd.DataFrame:
+        """Inspections up to the grid's last day: the readings known on some grid day."""
+        return self.inspections[self.inspections["day"] <= self.grid.day0 + self.T - 1]
+
     def resolved(self, comp: Component) -> pd.DataFrame:
         """Visits that resolved a need of `comp` (replaced or repaired it)."""
         v = self.visits
         return v[(v["component"] == comp.name) & v["action"].isin(comp.resolving_actions)]
 
 
+def dated(df: pd.DataFrame | None, columns: list[str]) -> pd.DataFrame:
+    """Records with a `day` column (day number), or an empty frame of these columns."""
+    df = df if df is not None and len(df) else pd.DataFrame(columns=columns)
+    return df.assign(day=day_number(df["date"]) if len(df) else np.zeros(0, dtype=np.int64))
+
+
 def make_context(trips: pd.DataFrame, vehicles: pd.DataFrame, service_events: pd.DataFrame | None,
                  dtc_events: pd.DataFrame | None, dates: Iterable | None = None, day0: int | None = None,
-                 day_end: int | None = None, labels_until: int | None = None) -> Context | None:
+                 day_end: int | None = None, labels_until: int | None = None,
+                 inspections: pd.DataFrame | None = None) -> Context | None:
     """The grid from the first trip day (or `day0`) to the last (or `day_end`), with its daily sums.
 
-    None when there are no dated trips on or before `day_end`. `labels_until` defaults to how far the service history
-    reaches (see `labels.labels_until`).
+    None when there are no dated trips on or before `day_end`. `labels_until` defaults to how far the records
+    reach (see `labels.labels_until`).
     """
     tr = prepare_trips(trips, vehicles)
     tr = tr[tr["day"] > NO]
@@ -219,10 +235,10 @@ def make_context(trips: pd.DataFrame, vehicles: pd.DataFrame, service_events: pd
         day_end = int(want.max()) if want is not None else int(tr["day"].max())
     if day_end < day0:  # asked only for days before the first trip
         return None
-    se = service_events if service_events is not None and len(service_events) else pd.DataFrame(columns=SERVICE_COLUMNS)
-    se = se.assign(day=day_number(se["date"]) if len(se) else np.zeros(0, dtype=np.int64))
+    se = dated(service_events, SERVICE_COLUMNS)
+    insp = dated(inspections, INSPECTION_COLUMNS)
     if labels_until is None:
-        labels_until = labels.labels_until(se["day"].to_numpy(), day_end)
+        labels_until = labels.labels_until(np.r_[se["day"].to_numpy(), insp["day"].to_numpy()], day_end)
     tr = tr[tr["day"] <= day_end]
     g = Grid(pd.Index(np.sort(tr["vehicle_id"].unique())), day0, day_end - day0 + 1)
     cell, ok = g.index(tr["vehicle_id"], tr["day"].to_numpy())
@@ -232,5 +248,7 @@ def make_context(trips: pd.DataFrame, vehicles: pd.DataFrame, service_events: pd
         sums[c] = g.sum(cell, tr[c].to_numpy())
         sums["n_" + c] = g.count(cell, tr[c].to_numpy())
     events = se[(se["day"] > NO) & se["vehicle_id"].isin(g.vids)]
+    insp = insp[(insp["day"] > NO) & insp["vehicle_id"].isin(g.vids)]
     return Context(grid=g, trips=tr, cell=cell, sums=sums, cums={k: cum(v) for k, v in sums.items()},
-                   vehicle_table=vehicles, events=events, dtc_events=dtc_events, labels_until=labels_until, want=want)
+                   vehicle_table=vehicles, events=events, dtc_events=dtc_events, labels_until=labels_until, want=want,
+                   inspections=insp)

@@ -20,12 +20,13 @@ runs `build_pandas` on each partition with the same calendar (`day0`, `day_end`,
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
 
-from autopdm.pipeline import component_families, families
+from autopdm.pipeline import component_families, families, needs, part_state
 from autopdm.pipeline.daily import DAILY_USE, Context, crank_threshold_v, make_context
 from autopdm.pipeline.families import SEGMENT_CODES, WINDOWS, Family, segment_code
 from autopdm.pipeline.labels import (EARLY_WARNING, HORIZON_DAYS, LABEL_PREFIXES, build_labels, is_label_column,
@@ -72,17 +73,27 @@ def build_pandas(
     day0: int | None = None,
     day_end: int | None = None,
     labels_until: int | None = None,
+    inspections: pd.DataFrame | None = None,
+    wear_rates: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """The features table in memory. day0, day_end, labels_until (day numbers) fix the calendar, so that
-    partitions of a fleet computed apart line up (default: from these inputs, see `make_context`)."""
+    """The features table in memory. day0, day_end, labels_until (day numbers) fix the calendar, and
+    wear_rates the fleet's learned wear rates (`part_state.fleet_wear_rates`), so that partitions of a
+    fleet computed apart line up (default: from these inputs, see `make_context`)."""
     component_families.check_registry()
-    ctx = make_context(trips, vehicles, service_events, dtc_events, dates, day0, day_end, labels_until)
+    ctx = make_context(trips, vehicles, service_events, dtc_events, dates, day0, day_end, labels_until, inspections)
     if ctx is None:
         return _empty_frame()
+    ctx = dataclasses.replace(ctx, wear_rates=wear_rates if wear_rates is not None else part_state.context_wear_rates(ctx))
     F: dict[str, np.ndarray] = {}
     for family in FAMILIES:
         F.update(family(ctx, F))
-    return _table(ctx, F, build_labels(ctx.events, ctx.grid.vids, ctx.day0, ctx.T, ctx.labels_until))
+    return _table(ctx, F, build_labels(known_needs(ctx), ctx.grid.vids, ctx.day0, ctx.T, ctx.labels_until))
+
+
+def known_needs(ctx: Context) -> pd.DataFrame:
+    """The needs the records known by the context's `labels_until` show (day numbers)."""
+    until = ctx.labels_until
+    return needs.derive(ctx.events[ctx.events["day"] <= until], ctx.inspections[ctx.inspections["day"] <= until])
 
 
 def _table(ctx: Context, F: dict[str, np.ndarray], L: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -120,20 +131,24 @@ def build_features(
     dtc_events: pd.DataFrame | None = None,
     dates: Iterable | None = None,
     as_of=None,
+    inspections: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One row per (vehicle_id, date) with features and labels (see module docstring).
 
     dates: only these dates (each vehicle from its first telemetry day); default every day from
     each vehicle's first trip to the last trip day of the fleet (or `as_of`).
-    as_of: ignore all trips, DTCs and service events after this date (as if run on that day);
-    rows end at as_of.
+    as_of: ignore all trips, DTCs, service events and inspections after this date (as if run on
+    that day); rows end at as_of.
+    inspections: the workshop's readings (the part-state features, and the needs the labels come
+    from); without them a part's replace/repair events stand in for its needs.
     """
     kwargs = {}
     if as_of is not None:
         cut = AsOf(as_of)
         trips, service_events, dtc_events = cut.trips(trips), cut.service_events(service_events), cut.dtc_events(dtc_events)
+        inspections = cut.inspections(inspections)
         kwargs["day_end"] = cut.day_end
-    return build_pandas(trips, vehicles, service_events, dtc_events, dates, **kwargs)
+    return build_pandas(trips, vehicles, service_events, dtc_events, dates, inspections=inspections, **kwargs)
 
 
 class AsOf:
@@ -154,6 +169,9 @@ class AsOf:
         return dtc_events[pd.to_datetime(dtc_events["ts"], utc=True) < self.cut_utc]
 
     def service_events(self, service_events):
+        """Dated records (service events, inspections) up to as_of."""
         if service_events is None or not len(service_events):
             return service_events
         return service_events[pd.to_datetime(service_events["date"]) < self.cut.tz_localize(None)]
+
+    inspections = service_events

@@ -14,8 +14,13 @@ provided every partition uses the same calendar. So:
 3. the blocks are concatenated (or written in parallel as a Parquet dataset) and ``segment`` gets the
    pandas engine's dtype back.
 
-The small tables (vehicles, service events, DTC events) are read once on the client and sent to the workers
-once. (A first version read each block's trips with a pyarrow ``vehicle_id in [...]`` filter: on a trips file
+The part-state features learn the fleet's wear rates from pairs of readings and the use between them
+(`autopdm.pipeline.part_state`), which depend on every vehicle: like the calendar, they are computed once
+before the blocks — the pairs from the records on the client, the use between them summed over the trip
+partitions on the cluster — and handed to every block.
+
+The small tables (vehicles, service events, inspections, DTC events) are read once on the client and sent to
+the workers once. (A first version read each block's trips with a pyarrow ``vehicle_id in [...]`` filter: on a trips file
 not sorted by vehicle every block scanned the whole file — 40 scans of 610 MB at 10k vehicles.)
 Inputs and output may be any fsspec URL (``s3://``, ``gs://``, ``abfs://``, ``memory://``, local paths),
 ``storage_options`` passed through.
@@ -36,7 +41,7 @@ import pyarrow.dataset as ds
 
 from autopdm import schemas, store
 from autopdm.config import Paths
-from autopdm.pipeline import features, labels
+from autopdm.pipeline import features, labels, needs, part_state
 from autopdm.pipeline.features import CATEGORICAL, AsOf
 from autopdm.pipeline.grid import NO, day_number
 
@@ -58,19 +63,22 @@ class Sources:
     vehicles: str
     service_events: str
     dtc_events: str | None = None
+    inspections: str | None = None
 
     @classmethod
     def from_paths(cls, paths: Paths) -> "Sources":
         dtc = paths.dtc_events
         has_dtc = dtc.exists() and any(dtc.rglob("*.parquet"))
         return cls(str(paths.table("trips")), str(paths.table("vehicles")), str(paths.table("service_events")),
-                   str(dtc) if has_dtc else None)
+                   str(dtc) if has_dtc else None, str(paths.table("inspections")))
 
     @classmethod
     def from_url(cls, base: str, dtc_events: str | None = None) -> "Sources":
-        """``base`` holds trips.parquet, vehicles.parquet and service_events.parquet (the features dir layout)."""
+        """``base`` holds trips.parquet, vehicles.parquet, service_events.parquet and (if the workshop
+        records readings) inspections.parquet."""
         base = base.rstrip("/")
-        return cls(f"{base}/trips.parquet", f"{base}/vehicles.parquet", f"{base}/service_events.parquet", dtc_events)
+        return cls(f"{base}/trips.parquet", f"{base}/vehicles.parquet", f"{base}/service_events.parquet", dtc_events,
+                   f"{base}/inspections.parquet")
 
 
 def _so(url: str, storage_options):
@@ -109,16 +117,16 @@ def _read_dtc(url: str, storage_options=None) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------------ calendar
 
 
-def fleet_calendar(trip_end_days: np.ndarray, service_events: pd.DataFrame, day_end: int | None = None) -> Calendar:
+def fleet_calendar(trip_end_days: np.ndarray, service_events: pd.DataFrame, day_end: int | None = None,
+                   inspections: pd.DataFrame | None = None) -> Calendar:
     """The calendar ``build_pandas`` would use for the whole fleet (day0, day_end, labels_until)."""
     days = trip_end_days[trip_end_days > NO]
     if len(days) == 0:
         raise ValueError("no trips: nothing to build features from")
     day0 = int(days.min())
     day_end = int(days.max()) if day_end is None else int(day_end)
-    service_days = (day_number(service_events["date"]) if service_events is not None and len(service_events)
-                    else np.zeros(0, dtype=np.int64))
-    return Calendar(day0, day_end, labels.labels_until(service_days, day_end))
+    record_days = [day_number(df["date"]) for df in (service_events, inspections) if df is not None and len(df)]
+    return Calendar(day0, day_end, labels.labels_until(np.concatenate(record_days or [np.zeros(0, dtype=np.int64)]), day_end))
 
 
 def _trip_end_days(src: Sources, storage_options=None, client=None) -> np.ndarray:
@@ -144,10 +152,13 @@ def vehicle_blocks(vehicle_ids, per_partition: int) -> list[list[str]]:
 
 
 def build_partition(trips: pd.DataFrame, vehicles: pd.DataFrame, service_events: pd.DataFrame,
-                    dtc_events: pd.DataFrame | None, cal: Calendar) -> pd.DataFrame:
-    """The pandas engine on one block of vehicles with the fleet calendar; ``segment`` as plain strings."""
+                    dtc_events: pd.DataFrame | None, cal: Calendar, inspections: pd.DataFrame | None = None,
+                    wear_rates: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The pandas engine on one block of vehicles with the fleet calendar and the fleet's wear rates;
+    ``segment`` as plain strings."""
     out = features.build_pandas(trips, vehicles, service_events, dtc_events, None,
-                                day0=cal.day0, day_end=cal.day_end, labels_until=cal.labels_until)
+                                day0=cal.day0, day_end=cal.day_end, labels_until=cal.labels_until,
+                                inspections=inspections, wear_rates=wear_rates)
     if "segment" in out.columns:
         out["segment"] = out["segment"].astype(object)
     return out.reset_index(drop=True)
@@ -175,14 +186,39 @@ def finish(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _build_shuffled(trips: pd.DataFrame, vehicles: pd.DataFrame, service_events: pd.DataFrame,
-                    dtc_events: pd.DataFrame | None, cal: Calendar, meta: pd.DataFrame) -> pd.DataFrame:
+                    dtc_events: pd.DataFrame | None, inspections: pd.DataFrame | None, wear_rates: pd.DataFrame,
+                    cal: Calendar, meta: pd.DataFrame) -> pd.DataFrame:
     """One shuffled partition: all trips of the vehicles it holds; their other rows picked here."""
     trips = trips.drop(columns=["_bucket"])
     if trips.empty:
         return meta
     ids = pd.unique(trips["vehicle_id"].astype(str))
     pick = lambda df: df[df["vehicle_id"].astype(str).isin(ids)] if df is not None and len(df) else df  # noqa: E731
-    return build_partition(trips, pick(vehicles), pick(service_events), pick(dtc_events), cal)
+    return build_partition(trips, pick(vehicles), pick(service_events), pick(dtc_events), cal, pick(inspections), wear_rates)
+
+
+def _pair_use_partial(trips: pd.DataFrame, pairs: pd.DataFrame, vehicles: pd.DataFrame, day_end: int) -> pd.DataFrame:
+    """The use between each pair of readings seen in one partition of trips (partitions add up)."""
+    out = part_state.pair_use(pairs, part_state.trips_on_days(trips, vehicles, day_end))
+    return out.assign(pair=np.arange(len(pairs), dtype=np.int64))
+
+
+def _fleet_wear_rates(trips, vehicles: pd.DataFrame, service: pd.DataFrame, inspections: pd.DataFrame | None,
+                      cal: Calendar, client=None) -> pd.DataFrame:
+    """The fleet's wear rates: pairs of readings from the records, the use between them summed over the
+    (unshuffled) trip partitions on the cluster."""
+    import dask
+
+    pairs = part_state.reading_pairs(service, inspections)
+    if not len(pairs):
+        return part_state.fleet_wear_rates(pairs.assign(use=np.zeros(0), n_before=np.zeros(0)))
+    meta = pd.DataFrame({"use": np.zeros(0), "n_before": np.zeros(0), "pair": np.zeros(0, dtype=np.int64)})
+    small = [dask.delayed(x, pure=True) for x in (pairs, vehicles)]
+    partial = trips.map_partitions(_pair_use_partial, *small, cal.day_end, meta=meta, align_dataframes=False)
+    total = partial.groupby("pair")[["use", "n_before"]].sum()
+    total = client.compute(total, sync=True) if client is not None else total.compute()
+    total = total.reindex(np.arange(len(pairs)), fill_value=0.0)
+    return part_state.fleet_wear_rates(pairs.assign(use=total["use"].to_numpy(), n_before=total["n_before"].to_numpy()))
 
 
 def features_dask(src: Sources, *, vehicles_per_partition: int = DEFAULT_VEHICLES_PER_PARTITION,
@@ -201,6 +237,7 @@ def features_dask(src: Sources, *, vehicles_per_partition: int = DEFAULT_VEHICLE
 
     vehicles = _read(src.vehicles, "vehicles", storage_options)
     service = _read(src.service_events, "service_events", storage_options)
+    insp = _read(src.inspections, "inspections", storage_options) if src.inspections else None
     dtc = _read(src.dtc_events, "dtc_events", storage_options) if src.dtc_events else None
     trips = dd.read_parquet(src.trips, storage_options=_so(src.trips, storage_options))
     # meta from one vehicle, computed here (cheap) so no partition is computed twice
@@ -211,16 +248,18 @@ def features_dask(src: Sources, *, vehicles_per_partition: int = DEFAULT_VEHICLE
         cut = AsOf(as_of)
         service, dtc, trips, t1, day_end = (cut.service_events(service), cut.dtc_events(dtc), cut.trips(trips),
                                             cut.trips(t1), cut.day_end)
+        insp = cut.inspections(insp)
     # day0 is the fleet's first trip day, which a cut at the end does not move
-    cal = fleet_calendar(_trip_end_days(src, storage_options, client), service, day_end)
+    cal = fleet_calendar(_trip_end_days(src, storage_options, client), service, day_end, insp)
+    rates = _fleet_wear_rates(trips, vehicles, service, insp, cal, client)
     n_vehicles = int(vehicles["vehicle_id"].nunique())
     if n_vehicles == 0:
         raise ValueError("no vehicles")
     nparts = max(1, math.ceil(n_vehicles / max(1, vehicles_per_partition)))
     trips = trips.map_partitions(_with_bucket, nparts, meta=trips._meta.assign(_bucket=np.int64(0)))
     trips = trips.shuffle("_bucket", npartitions=nparts)
-    meta = build_partition(t1, vehicles[vehicles["vehicle_id"].isin(one)], service, dtc, cal).iloc[:0]
-    small = [dask.delayed(x, pure=True) if x is not None else None for x in (vehicles, service, dtc)]
+    meta = build_partition(t1, vehicles[vehicles["vehicle_id"].isin(one)], service, dtc, cal, insp, rates).iloc[:0]
+    small = [dask.delayed(x, pure=True) if x is not None else None for x in (vehicles, service, dtc, insp, rates)]
     return trips.map_partitions(_build_shuffled, *small, cal, meta, meta=meta, enforce_metadata=False,
                                 align_dataframes=False)
 
@@ -231,18 +270,20 @@ def _with_bucket(df: pd.DataFrame, nparts: int) -> pd.DataFrame:
 
 
 def build_features_dask(trips: pd.DataFrame, vehicles: pd.DataFrame, service_events: pd.DataFrame,
-                        dtc_events: pd.DataFrame | None = None, *, client=None,
+                        dtc_events: pd.DataFrame | None = None, *, inspections: pd.DataFrame | None = None, client=None,
                         vehicles_per_partition: int = DEFAULT_VEHICLES_PER_PARTITION) -> pd.DataFrame:
-    """In-memory variant (same signature as ``build_features``): partitions given DataFrames over the cluster.
+    """In-memory variant (as ``build_features``): partitions given DataFrames over the cluster.
 
     For tables already in memory (tests, notebooks); at scale use :func:`run` so workers read their own trips.
     """
     import dask
 
-    cal = fleet_calendar(day_number(trips["end_ts"]), service_events)
+    cal = fleet_calendar(day_number(trips["end_ts"]), service_events, None, inspections)
+    rates = part_state.fleet_rates_from(trips, vehicles, service_events, inspections, cal.day_end)
     blocks = vehicle_blocks(trips["vehicle_id"].astype(str), vehicles_per_partition)
-    parts = zip(_split(trips, blocks), _split(vehicles, blocks), _split(service_events, blocks), _split(dtc_events, blocks))
-    tasks = [dask.delayed(build_partition, pure=True)(t, v, s, d, cal) for t, v, s, d in parts]
+    parts = zip(_split(trips, blocks), _split(vehicles, blocks), _split(service_events, blocks), _split(dtc_events, blocks),
+                _split(inspections, blocks))
+    tasks = [dask.delayed(build_partition, pure=True)(t, v, s, d, cal, i, rates) for t, v, s, d, i in parts]
     res = client.compute(tasks, sync=True) if client is not None else dask.compute(*tasks)
     return finish(pd.concat(res, ignore_index=True))
 
@@ -279,8 +320,9 @@ def run(paths: Paths | None = None, *, src: Sources | None = None, out: str | No
 
     Reads the standard tables under ``paths`` (or ``src``: any fsspec URLs), computes on ``client`` (else the
     current Client, else a temporary LocalCluster of ``n_workers`` processes). Default: collects the result and
-    writes the ``features`` table through the store (returns the DataFrame). With ``out`` (a directory URL)
-    the workers write a Parquet dataset there in parallel, one file per block (returns ``out``).
+    writes the ``features`` table, and the ``needs`` its labels come from, through the store (returns the
+    DataFrame). With ``out`` (a directory URL) the workers write a Parquet dataset there in parallel, one file
+    per block (returns ``out``).
     """
     paths = paths or Paths.from_env()
     src = src or Sources.from_paths(paths)
@@ -297,4 +339,17 @@ def run(paths: Paths | None = None, *, src: Sources | None = None, out: str | No
         df = c.compute(ddf, sync=True)
     df = finish(df)
     store.write_table(df, "features", paths)
+    write_needs(paths, src, storage_options, as_of)
     return df
+
+
+def write_needs(paths: Paths, src: Sources, storage_options: dict | None = None, as_of=None) -> pd.DataFrame:
+    """The `needs` table from the records (as of `as_of`), beside the features."""
+    service = _read(src.service_events, "service_events", storage_options)
+    insp = _read(src.inspections, "inspections", storage_options) if src.inspections else None
+    if as_of is not None:
+        cut = AsOf(as_of)
+        service, insp = cut.service_events(service), cut.inspections(insp)
+    nd = needs.needs_table(service, insp)
+    store.write_table(nd, "needs", paths)
+    return nd

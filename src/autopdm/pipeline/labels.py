@@ -1,10 +1,12 @@
 """Labels of the features table: does a component need service within the horizon?
 
-Labels look forward, features look back. `label_<c>` = 1 when a resolving event for component c
-(by default a replace or repair, see `Component.resolving_actions`) falls in (d, d + HORIZON_DAYS];
-`days_to_need_<c>` is the distance in days to the next such event when one is known.
-`label_complete` is False where the horizon runs past the end of the service history (negatives
-there are not yet known to be negatives): training and evaluation drop those rows.
+Labels look forward, features look back. `label_<c>` = 1 when a need of component c (the `needs`
+derived from the workshop's records, `autopdm.pipeline.needs`: a reading at or below the limit, a
+breakdown, or — where a part's records hold no readings — its replace/repair event) falls in
+(d, d + HORIZON_DAYS]; `days_to_need_<c>` is the distance in days to the next need when one is known.
+`label_complete` is False where the horizon runs past the end of the records (negatives there are
+not yet known to be negatives): training and evaluation drop those rows. How needs and labels are
+derived, with a worked example: docs/labels.md.
 """
 
 from __future__ import annotations
@@ -30,10 +32,10 @@ def label_columns(df: pd.DataFrame) -> list[str]:
 
 
 def labels_until(service_days: np.ndarray, day_end: int) -> int:
-    """The last day whose labels are known: how far the service history reaches past `day_end`.
+    """The last day whose labels are known: how far the records reach past `day_end`.
 
-    service_days: day numbers of the service events (NO where missing); the features end at
-    `day_end`, so only events within one horizon of it matter.
+    service_days: day numbers of the service events and inspections (NO where missing); the features
+    end at `day_end`, so only records within one horizon of it matter.
     """
     reach = service_days[(service_days > NO) & (service_days <= day_end + HORIZON_DAYS)]
     return max(day_end, int(reach.max())) if len(reach) else day_end
@@ -54,17 +56,16 @@ def days_to_next(vi: np.ndarray, ti: np.ndarray, V: int, T: int) -> np.ndarray:
     return np.where(same, (nxt & ((1 << 32) - 1)) - (1 << 31) - tidx, np.nan).astype(float)
 
 
-def build_labels(events: pd.DataFrame, vids: pd.Index, day0: int, T: int, until: int) -> dict[str, np.ndarray]:
+def build_labels(needs: pd.DataFrame, vids: pd.Index, day0: int, T: int, until: int) -> dict[str, np.ndarray]:
     """Label arrays (vehicles × days) of every registered component, then `label_complete`.
 
-    events: service events of the grid's vehicles with a `day` column (day number); those after
-    `until` are not known yet and count for nothing.
+    needs: `autopdm.pipeline.needs.derive` of the records known by `until` (vehicle_id, component,
+    need_day); needs of vehicles off the grid count for nothing.
     """
-    known = events[events["day"] <= until]
     out: dict[str, np.ndarray] = {}
     for comp in components.all_components():
-        ev = known[(known["component"] == comp.name) & known["action"].isin(comp.resolving_actions)]
-        dtn = days_to_next(vids.get_indexer(ev["vehicle_id"]), ev["day"].to_numpy() - day0, len(vids), T)
+        nd = needs[(needs["component"] == comp.name) & needs["vehicle_id"].isin(vids)]
+        dtn = days_to_next(vids.get_indexer(nd["vehicle_id"]), nd["need_day"].to_numpy() - day0, len(vids), T)
         out[comp.label] = ((dtn >= 1) & (dtn <= HORIZON_DAYS)).astype(np.int8)
         out[comp.days_to_need] = dtn
     out[COMPLETE] = np.broadcast_to(np.arange(T) + day0 + HORIZON_DAYS <= until, (len(vids), T))

@@ -1,4 +1,4 @@
-"""Fleet simulator: vehicles, trips, workshop service history, DTCs and (optionally) raw 1 Hz samples.
+"""Fleet simulator: vehicles, trips, the workshop's records, DTCs and (optionally) raw 1 Hz samples.
 
 `simulate_fleet` is a pipeline of named phases (PHASES). Each phase is a function of explicit inputs
 (the per-vehicle draws, the calendar, the trips so far, one random stream) that returns arrays or a
@@ -11,11 +11,16 @@ small dataclass; nothing is shared through module state. In order:
 5. trip order and times of day: `order_within_day`, `times_of_day`
 6. hidden wear and component lifecycles: `daily_use`, `routine_services`, `battery_lives` (a no-start
    keeps the car parked until the new battery), then `cold_tire_pressure`, `pad_tire_wear`, `pad_tire_lives`
-7. workshop service events: `service_events`
-8. per-trip telemetry and coverage gaps: `trip_telemetry`, `coverage`, `trips_table`
-9. DTC events and the hidden truth: `dtc_events`, `true_needs_table`, `lives_table`
-10. raw 1 Hz samples for the first K vehicles: `raw_samples` (`render_samples`, built so that
+7. workshop service events: `workshop_visits` (no-starts as reactive repairs), `service_events`
+8. workshop inspections: `autopdm.sim.inspections` (readings with gauge noise and gaps at those visits,
+   the removed part's reading at each replacement; the true state per position)
+9. per-trip telemetry and coverage gaps: `trip_telemetry`, `coverage`, `trips_table`
+10. DTC events and the hidden truth: `dtc_events`, `true_needs_table`, `lives_table`, `true_state_table`
+11. raw 1 Hz samples for the first K vehicles: `raw_samples` (`render_samples`, built so that
     `trips.summarise` gives back their trip rows)
+
+`write_fleet` writes the workshop's records (vehicles, service events, inspections) through the one import
+path for CRM records, `autopdm.ingest.crm.import_records`.
 
 What each phase models and the published figures the wear physics is calibrated to: docs/simulator.md.
 Work is vectorised over vehicles × days or over trips; per-vehicle loops only walk the few lifecycle
@@ -35,10 +40,11 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from autopdm.sim import drivecycles as dc
 from autopdm import schemas, store
-from autopdm.sim import wear
 from autopdm.config import Paths
+from autopdm.ingest.crm import import_records
+from autopdm.sim import drivecycles as dc
+from autopdm.sim import inspections, wear
 
 Progress = Callable[[str, int, int], None]
 
@@ -106,6 +112,8 @@ class Fleet:
     true_needs: pd.DataFrame      # hidden truth (evaluation only): one row per need reached in the horizon
     samples: pd.DataFrame         # 1 Hz canonical samples for the first K vehicles, else empty
     lives: pd.DataFrame = field(default_factory=pd.DataFrame)  # hidden: expected life per vehicle × component
+    inspections: pd.DataFrame = field(default_factory=lambda: schemas.empty("inspections"))  # schemas.INSPECTIONS
+    true_state: pd.DataFrame = field(default_factory=pd.DataFrame)  # hidden: true reading per vehicle × part × position × day
 
 
 def vin_check_digit(vin: str) -> str:
@@ -167,10 +175,11 @@ class Streams:
     telemetry: np.random.Generator
     service: np.random.Generator
     raw: np.random.Generator
+    inspections: np.random.Generator   # spawned last: adding it left the other streams as they were
 
     @classmethod
     def from_seed(cls, seed: int) -> Streams:
-        return cls(*[np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(10)])
+        return cls(*[np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(11)])
 
 
 @dataclass(frozen=True)
@@ -289,6 +298,7 @@ class HiddenWear:
     """Hidden truth: cumulative wear (fraction of a part's life) and the fitted parts' lifecycles."""
     cum: dict[str, np.ndarray]                   # component → N × D
     lives: dict[str, list[list[wear.Life]]]      # component → per vehicle, its parts in order
+    frac: dict[str, np.ndarray]                  # component → N × D wear fraction of the part fitted that day
     soh: np.ndarray                              # N × D battery state of health
 
 
@@ -589,6 +599,8 @@ def _vehicle_visits(rng: np.random.Generator, v: int, days: int, schedule: Sched
         events.append((v, d, "other", "repair"))
     for comp, all_lives in lives.items():
         for lf in all_lives[v]:
+            if lf.dead_from >= 0:      # the no-start morning: roadside assistance, a reactive repair
+                events.append((v, lf.dead_from, comp, "repair"))
             if lf.replace_day >= 0:
                 events.append((v, lf.replace_day, comp, "replace"))
                 if lf.resolution == "reactive" and rng.random() < 0.25 and lf.replace_day - lf.need_day >= 3:
@@ -597,13 +609,18 @@ def _vehicle_visits(rng: np.random.Generator, v: int, days: int, schedule: Sched
     return events
 
 
-def service_events(rng: np.random.Generator, seed: int, veh: Vehicles, cal: Calendar, cumkm: np.ndarray,
-                   schedule: Schedule, lives: dict[str, list[list[wear.Life]]]) -> pd.DataFrame:
-    """The workshop's records: routine services (oil, brake and tire inspections, battery tests),
-    odd repairs, and every replacement (sometimes after an inspection visit with a quote)."""
+def workshop_visits(rng: np.random.Generator, veh: Vehicles, cal: Calendar, schedule: Schedule,
+                    lives: dict[str, list[list[wear.Life]]]) -> pd.DataFrame:
+    """The workshop's events as (v, d, component, action), one per kind and day: routine services (oil,
+    brake and tire inspections, battery tests), odd repairs, no-starts (a reactive repair on the day)
+    and every replacement (sometimes after an inspection visit with a quote)."""
     events = [e for v in range(veh.n) for e in _vehicle_visits(rng, v, cal.days, schedule, lives)]
     ev = pd.DataFrame(events, columns=["v", "d", "component", "action"]).astype({"v": np.int64, "d": np.int64}).sort_values(["v", "d", "component", "action"], kind="stable")
-    ev = ev.drop_duplicates(["v", "d", "component", "action"]).reset_index(drop=True)
+    return ev.drop_duplicates(["v", "d", "component", "action"]).reset_index(drop=True)
+
+
+def service_events(seed: int, veh: Vehicles, cal: Calendar, cumkm: np.ndarray, ev: pd.DataFrame) -> pd.DataFrame:
+    """The workshop's events (`workshop_visits`) as the CRM holds them."""
     return schemas.conform(pd.DataFrame({
         "event_id": [f"SIM{seed % 100000:05d}-{i:07d}" for i in range(len(ev))],
         "vehicle_id": veh.vin_arr[ev["v"].to_numpy()],
@@ -632,8 +649,7 @@ def _battery_voltages(rng: np.random.Generator, veh: Vehicles, trips: Trips, soh
     amb_true, gap_h = start["amb_true"], start["gap_h"]
     s_trip = soh[trips.veh, trips.day]
     under_prev = np.r_[False, undercharged.ravel()[:-1]][trips.veh * D + trips.day] & (trips.day > 0)
-    rest = (12.68 - 0.6 * (1 - s_trip) - 0.08 * under_prev - 0.012 * np.minimum(gap_h / 24.0, 14.0)
-            + 0.002 * (amb_true - 20.0) + rng.normal(0, 0.02, nT))
+    rest = wear.rest_voltage(s_trip, under_prev, gap_h / 24.0, amb_true) + rng.normal(0, 0.02, nT)
     crank = (wear.crank_threshold(amb_true) + 1.05 - 2.3 * (1 - s_trip) - 0.015 * (1 - s_trip) * np.clip(15 - amb_true, 0, None)
              + 0.25 * (start["coolant0"] > 50) + rng.normal(0, 0.07, nT))
     rest = np.round(rest, 2)
@@ -727,8 +743,11 @@ def dtc_events(rng: np.random.Generator, veh: Vehicles, cal: Calendar, trips: Tr
         "code": dtc["code"].to_numpy(), "status": dtc["status"].to_numpy()}).reset_index(drop=True), "dtc_events")
 
 
-def true_needs_table(veh: Vehicles, cal: Calendar, cumkm: np.ndarray, lives: dict[str, list[list[wear.Life]]]) -> pd.DataFrame:
-    """Hidden truth: one row per need reached in the horizon, how it was resolved and the part's life."""
+def true_needs_table(veh: Vehicles, cal: Calendar, cumkm: np.ndarray, lives: dict[str, list[list[wear.Life]]],
+                     parts: inspections.Parts) -> pd.DataFrame:
+    """Hidden truth: one row per need reached in the horizon (the day the part's leading position reached
+    its limit: a pad at 3 mm on any axle, a tire at 3 mm, a battery failing its load test), that
+    position, how it was resolved and the part's life."""
     rows = []
     for v in range(veh.n):
         for comp, all_lives in lives.items():
@@ -749,10 +768,12 @@ def true_needs_table(veh: Vehicles, cal: Calendar, cumkm: np.ndarray, lives: dic
         out = cal.dates[np.clip(d, 0, cal.days - 1)].to_numpy().astype("datetime64[ms]")
         out[d < 0] = np.datetime64("NaT")
         return pd.Series(out, index=days.index)
+    lead = {c: parts.leading(c) for c in lives}
     return pd.DataFrame({
         "vehicle_id": veh.vin_arr[nd["v"].to_numpy()],
         "component": nd["component"],
         "need_date": day_or_nat(nd["need_day"]),
+        "position": pd.array([lead[c][v] for c, v in zip(nd["component"], nd["v"])], dtype="string"),
         "odometer_km": nd["odometer_km"],
         "install_date": day_or_nat(nd["install_day"]),
         "replace_date": day_or_nat(nd["replace_day"]),
@@ -819,7 +840,7 @@ def raw_samples(rng: np.random.Generator, lib: dc.Library, veh: Vehicles, cal: C
 PHASES = ("variant library (real drive cycles)", "vehicles and drivers", "climate: daily temperatures",
           "parked stretches", "trips per day from drive-cycle variants", "trip order and times of day",
           "hidden wear: battery, routine services, no-starts", "hidden wear: brake pads and tires",
-          "workshop service events", "telemetry and coverage", "DTC events and hidden truth",
+          "workshop service events", "workshop inspections", "telemetry and coverage", "DTC events and hidden truth",
           "raw 1 Hz samples")  # the last only with raw_vehicles
 
 
@@ -878,11 +899,18 @@ def simulate_fleet(n_vehicles: int, days: int, seed: int, climate: str = "mixed"
     cold_p = cold_tire_pressure(rng.tires, veh, temp, schedule.visits)
     pad_cum, tire_cum = pad_tire_wear(lib, veh, temp, trips, cold_p)
     pad_lives, tire_lives = pad_tire_lives(rng.service, veh, pad_cum, tire_cum, schedule)
-    hidden = HiddenWear(cum={"brake": pad_cum, "tire": tire_cum, "battery": batt_cum},
-                        lives={"brake": pad_lives, "tire": tire_lives, "battery": batt_lives},
-                        soh=wear.soh_from_wear(np.vstack([wear.wear_fraction(batt_cum[v], batt_lives[v]) for v in range(N)])))
+    cum = {"brake": pad_cum, "tire": tire_cum, "battery": batt_cum}
+    lives = {"brake": pad_lives, "tire": tire_lives, "battery": batt_lives}
+    frac = {c: np.vstack([wear.wear_fraction(cum[c][v], lives[c][v]) for v in range(N)]) for c in cum}
+    hidden = HiddenWear(cum=cum, lives=lives, frac=frac, soh=wear.soh_from_wear(frac["battery"]))
     step("workshop service events")
-    service_df = service_events(rng.service, seed, veh, cal, cumkm, schedule, hidden.lives)
+    visits = workshop_visits(rng.service, veh, cal, schedule, hidden.lives)
+    service_df = service_events(seed, veh, cal, cumkm, visits)
+    step("workshop inspections")
+    parts = inspections.draw_parts(rng.inspections, N)
+    states = inspections.true_states(parts, hidden.frac)
+    readings = inspections.inspection_rows(rng.inspections, parts, visits, states, use.undercharged, temp)
+    insp_df = inspections.inspections_table(readings, seed, veh.vin_arr, cal.dates, cumkm)
 
     step("telemetry and coverage")
     tel = trip_telemetry(rng.telemetry, lib, veh, temp, trips, hidden.soh, use.undercharged, cold_p, odo0)
@@ -891,14 +919,16 @@ def simulate_fleet(n_vehicles: int, days: int, seed: int, climate: str = "mixed"
     step("DTC events and hidden truth")
     no_starts = no_start_mornings(batt_lives, reported)
     dtc_df = dtc_events(rng.telemetry, veh, cal, trips, tel, reported, no_starts)
-    true_needs = true_needs_table(veh, cal, cumkm, hidden.lives)
+    true_needs = true_needs_table(veh, cal, cumkm, hidden.lives, parts)
     lives_df = lives_table(veh, km, hidden.cum)
+    true_state = inspections.true_state_table(veh.vin_arr, cal.dates, states, hidden.lives, km,
+                                              {"distance_km": km, "brake_energy": trips.per_day(N, D, trips.col(lib, "brake_energy_kj_per_t"))})
     samples = schemas.empty("samples")
     if raw_vehicles:
         step("raw 1 Hz samples")
         samples = raw_samples(rng.raw, lib, veh, cal, temp, trips, tel, reported, no_starts, raw_vehicles)
     step("done")
-    return Fleet(vehicles_table(veh), trips_df, service_df, dtc_df, true_needs, samples, lives_df)
+    return Fleet(vehicles_table(veh), trips_df, service_df, dtc_df, true_needs, samples, lives_df, insp_df, true_state)
 
 
 def _trip_ids(vin: np.ndarray, start_s: np.ndarray) -> np.ndarray:
@@ -1067,32 +1097,32 @@ def _render_no_starts(vins, day_s, temp, has_amb, rng) -> pd.DataFrame:
 def write_fleet(fleet: Fleet, paths: Paths) -> None:
     """Write a fleet under $AUTOPDM_HOME, replacing any earlier simulated fleet.
 
-    Single-file tables (vehicles, trips, service_events, true_needs, true_lives) via `store.write_table`;
-    recorded (non-sim) trips and their vehicles' rows are kept. Samples and DTC events via `store.append`
-    (validated, partitioned by vehicle and date), after removing the partitions of earlier simulated vehicles.
+    The workshop's records (vehicles, service events, inspections) go through the one import path for
+    CRM records (`autopdm.ingest.crm.import_records`: validated row by row, upserted by natural key), as
+    a real workshop's would, after the records of earlier simulated vehicles are taken out; records of
+    other vehicles (recorded trips, CRM imports) are kept. Trips (recorded, non-sim trips kept) and the
+    hidden truth (true_needs, true_lives, true_state: evaluation only) via `store.write_table`. Samples
+    and DTC events via `store.append` (validated, partitioned by vehicle and date), after removing the
+    partitions of earlier simulated vehicles.
     """
     paths.ensure()
     old_trips = store.read_table("trips", paths)
     recorded = old_trips[old_trips["source"] != "sim"]
     keep_v = set(recorded["vehicle_id"]) - set(fleet.vehicles["vehicle_id"])
     old_sim_v = set(old_trips.loc[old_trips["source"] == "sim", "vehicle_id"]) | set(fleet.vehicles["vehicle_id"])
-
-    def merged(name: str, new: pd.DataFrame) -> pd.DataFrame:
-        if not keep_v:
-            return new
-        try:
-            old = store.read_table(name, paths)
-        except FileNotFoundError:
-            return new
-        old = old[old["vehicle_id"].isin(keep_v)]
-        return pd.concat([old, new], ignore_index=True) if len(old) else new
+    _forget_records(paths, old_sim_v - keep_v)
+    res = import_records({"vehicles": fleet.vehicles, "service_events": fleet.service_events,
+                          "inspections": fleet.inspections}, paths, origin="simulate")
+    bad = {t: r.reasons for t, r in res.items() if r.quarantined}
+    if bad:  # the simulator writes valid records: anything else is a bug here, not bad input
+        raise ValueError(f"simulated records failed validation: {bad}")
 
     store.write_table(pd.concat([recorded, fleet.trips], ignore_index=True) if len(recorded) else fleet.trips, "trips", paths)
-    store.write_table(merged("vehicles", fleet.vehicles), "vehicles", paths)
-    store.write_table(merged("service_events", fleet.service_events), "service_events", paths)
     store.write_table(fleet.true_needs, "true_needs", paths)
     if len(fleet.lives):
         store.write_table(fleet.lives, "true_lives", paths)
+    if len(fleet.true_state):
+        store.write_table(fleet.true_state, "true_state", paths)
     for root in (paths.samples, paths.dtc_events):
         for vin in old_sim_v - keep_v:
             d = root / f"vehicle_id={vin}"
@@ -1103,3 +1133,14 @@ def write_fleet(fleet: Fleet, paths: Paths) -> None:
     if len(fleet.samples):
         for _, part in fleet.samples.groupby("vehicle_id", sort=True):  # one vehicle at a time bounds memory
             store.append(part, "samples", paths, origin="simulate")
+
+
+def _forget_records(paths: Paths, vins: set[str]) -> None:
+    """Take the records of these (earlier simulated) vehicles out of the records tables."""
+    if not vins:
+        return
+    for table in ("vehicles", "service_events", "inspections", "outcomes"):
+        old = store.read_table(table, paths)
+        gone = old["vehicle_id"].astype(str).isin(vins)
+        if gone.any():
+            store.write_table(old[~gone], table, paths)

@@ -74,6 +74,13 @@ def crank_threshold(temp_c) -> np.ndarray:
     return np.interp(temp_c, CRANK_T, CRANK_V)
 
 
+def rest_voltage(soh, undercharged, parked_days, temp_c) -> np.ndarray:
+    """Open-circuit voltage of the battery (without reading noise): 12.68 V full and new, lower with lost
+    health, after an undercharged day and the longer the car stands (up to two weeks), 2 mV/°C."""
+    return (12.68 - 0.6 * (1 - soh) - 0.08 * undercharged - 0.012 * np.minimum(parked_days, 14.0)
+            + 0.002 * (temp_c - 20.0))
+
+
 def battery_temp_factor(temp_c) -> np.ndarray:
     return np.exp2((np.asarray(temp_c, dtype=float) + 5.0 - 20.0) / 15.0)
 
