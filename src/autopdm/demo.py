@@ -28,7 +28,7 @@ from autopdm.delivery.outbox import Outbox
 from autopdm.localproc import free_port, running
 from autopdm.modeling.train import train_all
 from autopdm.pipeline import trips
-from autopdm.pipeline.features import build_features
+from autopdm.pipeline.features import build_from_store
 from autopdm.serving.score import score_fleet
 from autopdm.sim.fleet import simulate_fleet, write_fleet
 
@@ -86,8 +86,7 @@ def _resummarise(fleet, paths: Paths, console: Console) -> dict:
 
 def _features(fleet, paths: Paths, console: Console) -> pd.DataFrame:
     with console.status("building features"):
-        feats = build_features(fleet.trips, fleet.vehicles, fleet.service_events, fleet.dtc_events)
-        store.write_table(feats, "features", paths)
+        feats, _ = build_from_store(paths)
     console.print(f"{len(feats):,} vehicle-days × {feats.shape[1]} columns")
     return feats
 

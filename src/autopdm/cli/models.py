@@ -15,7 +15,7 @@ from autopdm.modeling.reports import evaluate_champions, export_metadata
 from autopdm.modeling.tracking import ensure_store
 from autopdm.modeling.train import train_all
 from autopdm.pipeline import features_dask
-from autopdm.pipeline.features import build_features
+from autopdm.pipeline.features import build_from_store
 
 def _fmt(v) -> str:
     try:
@@ -39,14 +39,11 @@ def register(app: typer.Typer) -> None:
             with console.status("building features on dask"):
                 df = features_dask.run(p, as_of=as_of)
         else:
-            trips = store.read_table("trips", p)
-            if trips.empty:
-                raise fail(f"no trips in {p.table('trips')}: run `autopdm simulate` or `autopdm trips` first")
-            with console.status(f"building features from {len(trips):,} trips"):
-                df = build_features(trips, store.read_table("vehicles", p), store.read_table("service_events", p),
-                                    store.read_dtc_events(p), as_of=as_of, inspections=store.read_table("inspections", p))
-            store.write_table(df, "features", p)
-            features_dask.write_needs(p, features_dask.Sources.from_paths(p), as_of=as_of)
+            with console.status("building features"):
+                try:
+                    df, _ = build_from_store(p, as_of=as_of)
+                except FileNotFoundError as exc:
+                    raise fail(str(exc)) from None
         # the next step is usually `mlflow run . -e train`: have the tracking store ready under var/
         ensure_store(p)
         n_feat = len([c for c in df.columns if not c.startswith(("label_", "days_to_need_"))]) - 3

@@ -40,24 +40,17 @@ from autopdm.modeling.split import time_vehicle_split
 from autopdm.modeling.tracking import EXPERIMENT, setup_mlflow
 from autopdm.monitor import log_reference
 from autopdm.pipeline import features_dask
-from autopdm.pipeline.features import build_features, feature_columns
+from autopdm.pipeline.features import build_from_store, feature_columns
 
 GATE_METRICS = ("ew_recall", "pr_auc")   # higher is better; the candidate must match or beat both
 LGB_ENGINES = ("pandas", "dask")
 
 
 def load_or_build_features(paths: Paths) -> pd.DataFrame:
-    """The stored features table; built (pandas engine) and stored first when there is none."""
-    f = paths.table("features")
-    if f.exists():
+    """The stored features table; built (and stored, with its needs) first when there is none."""
+    if paths.table("features").exists():
         return store.read_table("features", paths)
-    trips = store.read_table("trips", paths)
-    if trips.empty:
-        raise FileNotFoundError(f"no features table ({f}) and no trips: run `autopdm simulate` (or ingest) and `autopdm features`")
-    df = build_features(trips, store.read_table("vehicles", paths), store.read_table("service_events", paths),
-                        store.read_dtc_events(paths))
-    store.write_table(df, "features", paths)
-    return df
+    return build_from_store(paths)[0]
 
 
 def gate_decision(candidate: dict, champion: dict | None, tolerance: float = 0.0) -> tuple[bool, str]:

@@ -26,6 +26,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
+from autopdm import store
 from autopdm.pipeline import component_families, families, needs, part_state
 from autopdm.pipeline.daily import DAILY_USE, Context, crank_threshold_v, make_context
 from autopdm.pipeline.families import SEGMENT_CODES, WINDOWS, Family, segment_code
@@ -175,3 +176,23 @@ class AsOf:
         return service_events[pd.to_datetime(service_events["date"]) < self.cut.tz_localize(None)]
 
     inspections = service_events
+
+
+def build_from_store(paths, as_of=None, write: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Features and the needs they are labelled from, built from a home's stored tables (trips,
+    records, DTCs) with the pandas engine; written beside each other unless `write` is False.
+    The one way a command, training and the demo build features from what is stored."""
+    trips = store.read_table("trips", paths)
+    if trips.empty:
+        raise FileNotFoundError(f"no trips in {paths.table('trips')}: run `autopdm simulate` or `autopdm trips` first")
+    service, insp = store.read_table("service_events", paths), store.read_table("inspections", paths)
+    df = build_features(trips, store.read_table("vehicles", paths), service, store.read_dtc_events(paths),
+                        as_of=as_of, inspections=insp)
+    if as_of is not None:
+        cut = AsOf(as_of)
+        service, insp = cut.service_events(service), cut.inspections(insp)
+    nd = needs.needs_table(service, insp)
+    if write:
+        store.write_table(df, "features", paths)
+        store.write_table(nd, "needs", paths)
+    return df, nd
