@@ -5,7 +5,6 @@ import io
 from rich.console import Console
 
 from autopdm import components, demo
-from autopdm.config import Paths
 
 
 def test_demo_end_to_end(home):

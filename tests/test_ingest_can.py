@@ -210,7 +210,7 @@ def test_dbc_decode_hyundai_ccan(home, tmp_path):
     pytest.importorskip("opendbc")
     import cantools
 
-    from autopdm.ingest.codecs.dbc import DbcDecoder, resolve_dbc
+    from autopdm.ingest.codecs.dbc import resolve_dbc
 
     example = Path(__file__).parents[1] / "examples" / "hyundai_2015_ccan_signals.yaml"
     db = cantools.database.load_file(str(resolve_dbc("opendbc:hyundai_2015_ccan.dbc")))

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from autopdm import components, store
+from autopdm import components
 from autopdm.cli.common import console, fail, paths
 from autopdm.modeling.champion import ChampionError
 from autopdm.modeling.reports import evaluate_champions, export_metadata

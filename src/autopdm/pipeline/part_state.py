@@ -44,7 +44,7 @@ from autopdm import components
 from autopdm.components import Component
 from autopdm.pipeline.daily import COMBINED_USE, INSPECTION_COLUMNS, SERVICE_COLUMNS, Context, dated, prepare_trips
 from autopdm.pipeline.families import Features
-from autopdm.pipeline.grid import NO, cum, div, ffill_index, roll, since, take
+from autopdm.pipeline.grid import NO, cum, div, roll, since
 from autopdm.pipeline.labels import HORIZON_DAYS
 from autopdm.pipeline.needs import lives_before, readings_of, renewals
 

@@ -210,7 +210,6 @@ def _summarise_variants(speed, offset, length, rpm_full, cache: Path | None) -> 
 def _library_cached(path: str, mtime: float) -> Library:
     cycles = load_cycles(Path(path))
     tmpls = build_templates(cycles)
-    ns, nk = len(SPEED_SCALES), len(STYLES)
     speeds, lengths, rpms = [], [], []
     rows = []
     for ti, tp in enumerate(tmpls):
