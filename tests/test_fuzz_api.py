@@ -21,11 +21,10 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from autopdm import schemas, store
-from autopdm.config import Paths
 from autopdm.serving.auth import is_public
 from autopdm.serving.requests import AS_OF_MAX, AS_OF_MIN
 
-from .service_fleet import TOKEN, fleet_copy, serving
+from .service_fleet import TOKEN, fleet_copy, home_paths, serving
 
 pytestmark = pytest.mark.slow
 FUZZ = settings(derandomize=True, database=None, deadline=None, max_examples=80, print_blob=False,
@@ -57,7 +56,7 @@ def api(tmp_path_factory):
     with serving(home, tmp_path_factory.mktemp("logs") / "serve.log") as url:
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60) as client:
             info = client.post("/model_info", json={}).json()
-            paths = Paths.from_env(home)
+            paths = home_paths(home)
             info["known_vehicles"] = sorted(store.read_table("features", paths, columns=["vehicle_id"])["vehicle_id"].unique())
             yield Api((client, paths, info))
 

@@ -17,12 +17,11 @@ import pytest
 
 from autopdm.serving import recommend
 from autopdm import store
-from autopdm.config import Paths
 from autopdm.delivery.outbox import DELIVERED, Outbox
 
 from .conftest import free_port
-from .procs import AUTOPDM, env_for, receiver_stats, start, start_receiver, stop, wait_http
-from .service_fleet import fleet_copy
+from .procs import AUTOPDM, receiver_stats, start, start_receiver, stop, wait_http
+from .service_fleet import fleet_copy, home_env, home_paths
 
 TOKEN = "test-token-123"
 pytestmark = pytest.mark.slow
@@ -62,7 +61,7 @@ def fleet_home(tmp_path_factory) -> Path:
 def server(fleet_home, tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("logs") / "serve.log"
-    env = env_for(fleet_home, AUTOPDM_API_TOKEN=TOKEN, AUTOPDM_MAX_BODY_BYTES=str(1 << 20),
+    env = home_env(fleet_home, AUTOPDM_API_TOKEN=TOKEN, AUTOPDM_MAX_BODY_BYTES=str(1 << 20),
                   AUTOPDM_ASSESS_HISTORY_DAYS="60")  # older as_of days go through the Parquet path
     proc = start([sys.executable, "-m", "bentoml", "serve", "autopdm.serving.service:Autopdm", "--host", "127.0.0.1",
                   "--port", str(port)], env, log)
@@ -75,7 +74,7 @@ def server(fleet_home, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fleet(fleet_home):
-    p = Paths.from_env(fleet_home)
+    p = home_paths(fleet_home)
     feats = store.read_table("features", p)
     feats["date"] = pd.to_datetime(feats["date"])
     return p, feats, store.read_table("vehicles", p)
@@ -286,7 +285,7 @@ def test_score_emit_with_receiver_down_then_up_delivers_each_once(fleet_home, fl
     port = free_port()
     extra = dict(AUTOPDM_CRM_WEBHOOK_URL=f"http://127.0.0.1:{port}/work-orders", AUTOPDM_OUTBOX_BACKOFF_BASE_S="0.2",
                  AUTOPDM_OUTBOX_BACKOFF_CAP_S="1")
-    env = env_for(fleet_home, **extra)
+    env = home_env(fleet_home, **extra)
     for k in ("AUTOPDM_CRM_WEBHOOK_URL", "AUTOPDM_CRM_WEBHOOK_SECRET", "AUTOPDM_OUTBOX_BACKOFF_BASE_S", "AUTOPDM_OUTBOX_BACKOFF_CAP_S"):
         monkeypatch.setenv(k, env[k])
     last = feats["date"].max()

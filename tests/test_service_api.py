@@ -5,6 +5,7 @@ and a metrics directory per server."""
 from __future__ import annotations
 
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pandas as pd
@@ -13,13 +14,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from autopdm import store
-from autopdm.config import Paths
 from autopdm.modeling.champion import load_champions
 from autopdm.serving import recommend
 from autopdm.serving.auth import is_public
 from autopdm.serving.service import Autopdm
 
-from .service_fleet import fleet_copy, headers, post, serving
+from .service_fleet import fleet_copy, headers, home_paths, post, serving
 
 pytestmark = pytest.mark.slow
 VIN = "1HGCM82633A004352"
@@ -87,7 +87,7 @@ def test_bodies_must_be_json(server, path):
 def test_assess_answers_from_the_scored_fleet(server, home):
     """Every vehicle's latest day was scored when the server started: /model_info says so, and the
     answers are the ones batch scoring gives for the same rows (risks, evidence, windows, ids)."""
-    p = Paths.from_env(home)
+    p = home_paths(home)
     feats = store.read_table("features", p)
     feats["date"] = pd.to_datetime(feats["date"])
     vins = sorted(feats["vehicle_id"].unique())
@@ -107,20 +107,29 @@ def test_assess_answers_from_the_scored_fleet(server, home):
             assert gc["risk"] == pytest.approx(c["risk"], abs=1e-4)
             assert [x["feature"] for x in gc["evidence"]] == [x["feature"] for x in c["evidence"]]
             assert (gc["recommended_window"], gc["work_order_id"]) == (c["recommended_window"], c["work_order_id"])
-    # a past day in memory is scored on demand: the same as scoring that day's rows in process
-    past = feats["date"].max() - pd.Timedelta(days=20)
-    rows = feats[feats["date"] <= past].sort_values("date").groupby("vehicle_id").tail(1).set_index("vehicle_id")
-    some = vins[:5]
-    got = post(server, "/assess", {"vehicle_ids": some, "as_of": str(past.date())}).json()
-    exp = recommend.assess(rows.loc[some].reset_index(), champions, past)
-    for g, e in zip(got["vehicles"], exp):
-        assert g["feature_date"] == e["feature_date"]
-        assert {c: x["risk"] for c, x in g["components"].items()} == \
-            pytest.approx({c: x["risk"] for c, x in e["components"].items()}, abs=1e-4)
+    # past days, in memory (scored on demand) and before the 60 days in memory (read from the
+    # table), asked concurrently so that they are answered in shared batches: the same answers as
+    # scoring that day's rows in process
+    asks = [(vins[k % len(vins):k % len(vins) + 3], feats["date"].max() - pd.Timedelta(days=d))
+            for k, d in enumerate((20, 90, 95, 21, 130, 3, 90, 199, 250))]
+    with ThreadPoolExecutor(len(asks)) as ex:
+        answers = list(ex.map(lambda a: post(server, "/assess", {"vehicle_ids": a[0], "as_of": str(a[1].date())}), asks))
+    for (some, day), r in zip(asks, answers):
+        rows = feats[feats["date"] <= day].sort_values("date").groupby("vehicle_id").tail(1).set_index("vehicle_id")
+        have = [v for v in some if v in rows.index]
+        got = r.json()
+        assert [v["vehicle_id"] for v in got["vehicles"]] == have and got["no_data"] == [v for v in some if v not in have]
+        exp = recommend.assess(rows.loc[have].reset_index(), champions, day) if have else []
+        for g, e in zip(got["vehicles"], exp):
+            assert g["feature_date"] == e["feature_date"]
+            assert {c: x["risk"] for c, x in g["components"].items()} == \
+                pytest.approx({c: x["risk"] for c, x in e["components"].items()}, abs=1e-4)
+            assert {c: x["work_order_id"] for c, x in g["components"].items()} == \
+                {c: x["work_order_id"] for c, x in e["components"].items()}
 
 
 def test_past_days_are_capped_per_request(server, home):
-    feats = store.read_table("features", Paths.from_env(home), columns=["vehicle_id", "date"])
+    feats = store.read_table("features", home_paths(home), columns=["vehicle_id", "date"])
     vins = sorted(feats["vehicle_id"].unique())
     past = str((pd.to_datetime(feats["date"]).max() - pd.Timedelta(days=10)).date())
     ok = post(server, "/assess", {"vehicle_ids": vins[:100], "as_of": past})
@@ -139,7 +148,7 @@ def test_past_days_are_capped_per_request(server, home):
 
 
 def test_telemetry_batch_id_reused_for_other_content_is_409(server, home):
-    p = Paths.from_env(home)
+    p = home_paths(home)
     samples = [{"vehicle_id": VIN, "ts": f"2032-03-01T10:00:{s:02d}Z", "source": "obd", "speed_kph": float(s)}
                for s in range(6)]
     body = {"batch_id": "shop-3:0042", "samples": samples}
@@ -156,7 +165,7 @@ def test_telemetry_batch_id_reused_for_other_content_is_409(server, home):
 def test_telemetry_replayed_after_a_lost_ledger_entry_is_stored_once(server, home):
     """A crash between storing a batch and recording it in the ledger: the uploader sends it again
     and the files are replaced, not added beside (the batch id names the files)."""
-    p = Paths.from_env(home)
+    p = home_paths(home)
     samples = [{"vehicle_id": VIN, "ts": f"2033-05-01T07:00:{s:02d}Z", "source": "can", "rpm": 900.0 + s} for s in range(8)]
     body = {"batch_id": "shop-9:0001", "samples": samples}
     assert post(server, "/telemetry", body).json()["accepted"] == 8

@@ -14,10 +14,9 @@ import pandas as pd
 import pytest
 
 from autopdm import store
-from autopdm.config import Paths
 from autopdm.serving.batching import MicroBatcher
 
-from .service_fleet import fleet_copy, headers, post, serving
+from .service_fleet import fleet_copy, headers, home_paths, post, serving
 
 pytestmark = pytest.mark.slow
 NORMAL = 200
@@ -47,7 +46,7 @@ def test_batcher_fails_only_the_request_that_raises():
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     home = fleet_copy(tmp_path_factory, "isolation")
-    feats = store.read_table("features", Paths.from_env(home))
+    feats = store.read_table("features", home_paths(home))
     feats["date"] = pd.to_datetime(feats["date"])
     log = tmp_path_factory.mktemp("logs") / "serve.log"
     with serving(home, log, AUTOPDM_ASSESS_PAST_MAX_VEHICLES="5") as url:

@@ -11,10 +11,9 @@ import pandas as pd
 import pytest
 
 from autopdm import components, store
-from autopdm.config import Paths
 from autopdm.modeling.tracking import client as tracking_client
 
-from .service_fleet import fleet_copy, headers, post, serving
+from .service_fleet import fleet_copy, headers, home_paths, post, serving
 
 pytestmark = pytest.mark.slow
 CLIENTS = 20
@@ -23,7 +22,7 @@ CLIENTS = 20
 def promote_copies(home, threshold: float) -> dict[str, str]:
     """Register a new version of every champion (same booster, another operating threshold) and
     move the `champion` alias to it, one component after the other, as a training run does."""
-    c = tracking_client(Paths.from_env(home))
+    c = tracking_client(home_paths(home))
     out = {}
     for comp in components.names():
         name = components.get(comp).model_name
@@ -57,7 +56,7 @@ def load(url: str, bodies: list[dict], stop: threading.Event, seen: list, errors
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
     home = fleet_copy(tmp_path_factory, "reload")
-    feats = store.read_table("features", Paths.from_env(home), columns=["vehicle_id", "date"])
+    feats = store.read_table("features", home_paths(home), columns=["vehicle_id", "date"])
     feats["date"] = pd.to_datetime(feats["date"])
     return home, feats
 
@@ -109,7 +108,7 @@ def test_promotion_under_load_fails_no_request(fleet, tmp_path):
 
 def test_reload_endpoint_swaps_models_and_features(fleet, tmp_path):
     home, feats = fleet
-    p = Paths.from_env(home)
+    p = home_paths(home)
     vin = str(feats["vehicle_id"].iloc[0])
     with serving(home, tmp_path / "serve.log", AUTOPDM_RELOAD_POLL_S="0") as url:
         assert post(url, "/reload", {}, token=None).status_code == 401

@@ -18,7 +18,7 @@ from datetime import date
 import pandas as pd
 
 from autopdm.serving import recommend
-from autopdm.serving.feature_index import latest_feature_rows
+from autopdm.serving.feature_index import latest_rows_many
 from autopdm.serving.requests import RequestError
 from autopdm.serving.snapshot import Snapshot
 
@@ -51,16 +51,20 @@ def plan(snap: Snapshot, vehicle_ids: list[str], as_of: str | None, past_max: in
         return p
     frame_dates = fx.frame["date"]
     for v in ids:
+        last = snap.latest.get(v)
+        if last is not None and day >= last.day:  # the usual call: answered by the scored fleet
+            p.vehicles.append(v)
+            p.scored[v] = (last.ts, last.scored)
+            continue
         hit = fx.locate(v, day)
         if hit is None:
             (p.no_data if v in fx.known else p.unknown).append(v)
             continue
-        pos, is_latest = hit
         p.vehicles.append(v)
-        d = frame_dates.iat[pos]
-        got = snap.latest.get(v) if is_latest else snap.cache.get((v, d))
+        d = frame_dates.iat[hit[0]]
+        got = snap.cache.get((v, d))
         if got is None:
-            p.todo[v] = pos
+            p.todo[v] = hit[0]
         else:
             p.scored[v] = (d, got)
     if len(p.todo) > past_max:
@@ -92,34 +96,40 @@ def answer(p: Plan) -> dict:
 
 
 def answer_many(plans: list[Plan]) -> list[dict]:
-    """Answers for concurrent requests (serving.batching): rows still to score are scored in one
-    model pass per snapshot; rows older than the in-memory history are read per request."""
-    for p in plans:
-        if p.from_table:
-            _read_table(p)
+    """Answers for concurrent requests (serving.batching): per snapshot, the rows still to score
+    are scored in one model pass, and rows older than the in-memory history are read for all
+    requests at once."""
     groups: dict[int, list[Plan]] = {}
     for p in plans:
-        if p.todo:
-            groups.setdefault(id(p.snap), []).append(p)
+        groups.setdefault(id(p.snap), []).append(p)
     for group in groups.values():
         snap = group[0].snap
-        pos = sorted({i for p in group for i in p.todo.values()})
-        rows = snap.features.frame.iloc[pos]
-        scored = dict(zip(pos, recommend.score_rows(rows, snap.champions)))
-        days = dict(zip(pos, rows["date"]))
-        snap.cache.put_many(((v, days[i]), scored[i]) for p in group for v, i in p.todo.items())
-        for p in group:
-            p.scored.update({v: (days[i], scored[i]) for v, i in p.todo.items()})
-            p.todo = {}
+        old = [p for p in group if p.from_table]
+        if old:
+            frames = latest_rows_many(snap.features.paths, [(p.vehicles, p.day) for p in old], snap.features.columns)
+            _score(snap, list(zip(old, frames)))
+        todo = [p for p in group if p.todo]
+        if todo:
+            pos = sorted({i for p in todo for i in p.todo.values()})
+            rows = snap.features.frame.iloc[pos]
+            at = {i: k for k, i in enumerate(pos)}
+            _score(snap, [(p, rows.iloc[[at[i] for i in p.todo.values()]]) for p in todo], cache=True)
     return [answer(p) for p in plans]
 
 
-def _read_table(p: Plan) -> None:
-    rows = latest_feature_rows(p.snap.features.paths, p.vehicles, p.day)
-    if rows.empty:
-        return
-    rows = rows.reindex(columns=p.snap.features.columns)
-    rows["vehicle_id"] = rows["vehicle_id"].astype(str)
-    rows["date"] = pd.to_datetime(rows["date"]).dt.tz_localize(None).dt.normalize()
-    scored = recommend.score_rows(rows, p.snap.champions)
-    p.scored.update({v: (d, s) for v, d, s in zip(rows["vehicle_id"], rows["date"], scored)})
+def _score(snap: Snapshot, parts: list[tuple[Plan, pd.DataFrame]], cache: bool = False) -> None:
+    """Score the rows of several plans in one pass (rows shared between plans once) and file each
+    plan's answers; `cache` keeps them for the next request of the same vehicle-day."""
+    rows = pd.concat([f for _, f in parts]) if len(parts) > 1 else parts[0][1]
+    keys = list(zip(rows["vehicle_id"].astype(str), rows["date"]))
+    uniq = list(dict.fromkeys(keys))
+    first = {k: i for i, k in reversed(list(enumerate(keys)))}
+    scored = dict(zip(uniq, recommend.score_rows(rows.iloc[[first[k] for k in uniq]], snap.champions))) if uniq else {}
+    if cache:
+        snap.cache.put_many(scored.items())
+    at = 0
+    for p, f in parts:
+        for k in keys[at:at + len(f)]:
+            p.scored[k[0]] = (k[1], scored[k])
+        at += len(f)
+        p.todo = {}

@@ -40,6 +40,49 @@ def latest_feature_rows(paths: Paths | None, vehicle_ids, as_of=None) -> pd.Data
     return df.groupby("vehicle_id", sort=False).tail(1).reset_index(drop=True)
 
 
+def _as_day_type(typ: pa.DataType, days) -> list:
+    """Days as values of the table's `date` column type (date32 or a naive timestamp)."""
+    return [d if pa.types.is_date(typ) else pd.Timestamp(d) for d in days]
+
+
+def _naive_days(col: pd.Series) -> pd.Series:
+    col = pd.to_datetime(col)
+    return (col.dt.tz_convert("UTC").dt.tz_localize(None) if col.dt.tz is not None else col).dt.normalize()
+
+
+def latest_rows_many(paths: Paths, asks: list[tuple[list[str], date]], columns: list[str]) -> list[pd.DataFrame]:
+    """For several asks (vehicles, day) at once, each vehicle's latest feature row on or before the
+    ask's day — with two reads of the table in all, however many asks: the candidates' keys
+    (vehicle, date), then the rows picked. One frame per ask, in the ask's vehicle order."""
+    path = paths.table("features")
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: run `autopdm features` first")
+    typ = pq.read_schema(path).field("date").type
+    ids = sorted({v for vs, _ in asks for v in vs})
+    (last,) = _as_day_type(typ, [max(d for _, d in asks)])
+    keys = pq.read_table(path, columns=["vehicle_id", "date"], filters=[("vehicle_id", "in", ids), ("date", "<=", last)]).to_pandas()
+    keys["date"] = _naive_days(keys["date"])
+    keys = keys.sort_values(["vehicle_id", "date"], kind="stable")
+    picks = []
+    for vs, d in asks:
+        k = keys[keys["vehicle_id"].isin(vs) & (keys["date"] <= pd.Timestamp(d))].groupby("vehicle_id", sort=False).tail(1)
+        picks.append(k.set_index("vehicle_id").reindex([v for v in dict.fromkeys(vs) if v in set(k["vehicle_id"])]))
+    want = pd.concat(picks)
+    have = pq.read_schema(path).names
+    rows = pq.read_table(path, columns=[c for c in columns if c in have],
+                         filters=[("vehicle_id", "in", sorted(set(want.index))),
+                                  ("date", "in", _as_day_type(typ, sorted(set(want["date"]))))]).to_pandas() \
+        if len(want) else pd.DataFrame(columns=columns)
+    rows["vehicle_id"] = rows["vehicle_id"].astype(str)
+    rows["date"] = _naive_days(rows["date"])
+    rows = rows.drop_duplicates(["vehicle_id", "date"], keep="last").set_index(["vehicle_id", "date"])
+    out = []
+    for p in picks:  # a pair the second read missed (the table was replaced in between) is left out
+        pairs = [k for k in zip(p.index, p["date"]) if k in rows.index]
+        out.append(rows.loc[pairs].reset_index().reindex(columns=columns) if pairs else pd.DataFrame(columns=columns))
+    return out
+
+
 def table_stamp(paths: Paths) -> tuple | None:
     """What says the features or vehicles table changed (None while either is missing)."""
     try:
@@ -119,10 +162,6 @@ class FeatureIndex:
         days, start = hit
         i = int(np.searchsorted(days, _day(day), side="right")) - 1
         return None if i < 0 else (start + i, i == len(days) - 1)
-
-    def latest_day(self, vehicle_id: str) -> np.datetime64 | None:
-        hit = self._idx.get(vehicle_id)
-        return None if hit is None else hit[0][-1]
 
 
 class LRU:

@@ -11,6 +11,10 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date
+from typing import NamedTuple
+
+import pandas as pd
 
 import numpy as np
 
@@ -20,11 +24,18 @@ from autopdm.serving.feature_index import LRU, FeatureIndex
 PRESCORE_CHUNK = 4096  # rows per model call when scoring the fleet (bounds the contribution matrix)
 
 
+class Latest(NamedTuple):
+    """A vehicle's latest feature row, scored."""
+    day: date                       # its feature day (a request for this day or later is answered by it)
+    ts: pd.Timestamp                # the same day as the features table holds it
+    scored: dict                    # recommend.score_rows of the row
+
+
 @dataclass
 class Snapshot:
     champions: Mapping              # component → Champion
     features: FeatureIndex
-    latest: dict[str, dict]         # vehicle → scored latest row (recommend.score_rows), fleet-wide
+    latest: dict[str, Latest]       # vehicle → its latest row scored, for the whole fleet
     cache: LRU                      # (vehicle, feature day) → scored row, for past days asked for
     built_s: float = 0.0            # seconds the fleet scoring took
     built_at: float = field(default_factory=time.time)
@@ -64,10 +75,11 @@ def build(champions: Mapping, features: FeatureIndex, cache_size: int) -> Snapsh
     chunk of rows, instead of one per request."""
     t = time.perf_counter()
     pos = features.latest_positions()
-    latest: dict[str, dict] = {}
+    latest: dict[str, Latest] = {}
     for i in range(0, len(pos), PRESCORE_CHUNK):
         rows = features.frame.iloc[pos[i:i + PRESCORE_CHUNK]]
-        latest.update(zip(rows["vehicle_id"], recommend.score_rows(rows, champions)))
+        for v, ts, scored in zip(rows["vehicle_id"], rows["date"], recommend.score_rows(rows, champions)):
+            latest[v] = Latest(ts.date(), ts, scored)
     return Snapshot(dict(champions), features, latest, LRU(cache_size), built_s=time.perf_counter() - t)
 
 
