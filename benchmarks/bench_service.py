@@ -76,6 +76,14 @@ def build_small_home(home: Path, n_vehicles: int = 120, days: int = 240, seed: i
     train_all(paths, seed=0)
 
 
+def rss_mb(pid: int) -> float:
+    """Resident memory of a server and its workers (the features history and the scored fleet)."""
+    import psutil
+
+    procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    return round(sum(p.memory_info().rss for p in procs) / 2**20)
+
+
 def pct(xs, q) -> float:
     return round(float(np.percentile(np.asarray(xs) * 1000, q)), 2)
 
@@ -258,6 +266,7 @@ def main() -> int:
         t = time.perf_counter()
         wait_http(base + "/readyz", 300, proc, log)
         results["server_ready_s"] = round(time.perf_counter() - t, 1)
+        results["server_rss_mb"] = rss_mb(proc.pid)
         import httpx
 
         info = httpx.post(base + "/model_info", json={}, headers=headers, timeout=30).json()

@@ -122,6 +122,7 @@ def test_hostile_assess_mix_fails_no_normal_request(server):
         return sorted(got) == sorted(set(body["vehicle_ids"])) and ans["as_of"] == body.get("as_of", ans["as_of"])
 
     ok, hostile = hostile_mix(url, "/assess", normal, bad, check)
+    print(f"/assess hostile mix: normal {dict(ok)}, hostile {dict(hostile)}")
     assert ok == Counter({200: NORMAL}), ok
     assert sum(hostile.values()) >= 2 * len(bad) and all(isinstance(s, int) and 400 <= s < 500 for s in hostile), hostile
 
@@ -142,5 +143,6 @@ def test_hostile_predict_mix_fails_no_normal_request(server):
         return len(ans) == len(body["rows"]) and (i not in alone or ans == alone[i])
 
     ok, hostile = hostile_mix(url, "/predict", normal, bad, check)
+    print(f"/predict hostile mix: normal {dict(ok)}, hostile {dict(hostile)}")
     assert ok == Counter({200: NORMAL}), ok
     assert sum(hostile.values()) >= 2 * len(bad) and all(isinstance(s, int) and 400 <= s < 500 for s in hostile), hostile

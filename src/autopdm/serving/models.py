@@ -78,8 +78,10 @@ class ModelState:
                 changed = self._refresh()
                 self.last_error = None
             except Exception as exc:  # a broken registry or table must not take the service down
-                changed, self.last_error = False, f"{type(exc).__name__}: {exc}"
-                log.warning("models or features not (re)loaded: %s", self.last_error)
+                error, changed = f"{type(exc).__name__}: {exc}", False
+                if error != self.last_error:  # once per cause, not at every poll
+                    log.warning("models or features not (re)loaded: %s", error)
+                self.last_error = error
             snap = self._snap
             return {"changed": changed, "error": self.last_error, "reloads": self.reloads,
                     "models": snap.versions if snap else None,
