@@ -12,15 +12,16 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pandas as pd
+import pyarrow.dataset as ds
 import pytest
 
 from autopdm.serving import recommend
 from autopdm import store
-from autopdm.config import Paths
 from autopdm.delivery.outbox import DELIVERED, Outbox
 
 from .conftest import free_port
-from .procs import AUTOPDM, env_for, receiver_stats, start, start_receiver, stop, wait_http
+from .procs import AUTOPDM, receiver_stats, start, start_receiver, stop, wait_http
+from .service_fleet import fleet_copy, home_env, home_paths
 
 TOKEN = "test-token-123"
 pytestmark = pytest.mark.slow
@@ -52,24 +53,15 @@ def test_window_band_and_id_rules():
 
 @pytest.fixture(scope="module")
 def fleet_home(tmp_path_factory) -> Path:
-    """A tiny simulated fleet, features and three trained champions (≈20 s)."""
-    home = tmp_path_factory.mktemp("fleet") / "var"
-    code = (
-        "import sys; from pathlib import Path; sys.path.insert(0, str(Path(sys.argv[1])));"
-        "from bench_service import build_small_home; build_small_home(Path(sys.argv[2]), 80, 200, 7)"
-    )
-    bench = Path(__file__).resolve().parents[1] / "benchmarks"
-    r = subprocess.run([sys.executable, "-c", code, str(bench), str(home)], env=env_for(home), capture_output=True,
-                       text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return home
+    """A tiny simulated fleet, features and three trained champions (≈20 s, once per session)."""
+    return fleet_copy(tmp_path_factory, "fleet")
 
 
 @pytest.fixture(scope="module")
 def server(fleet_home, tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("logs") / "serve.log"
-    env = env_for(fleet_home, AUTOPDM_API_TOKEN=TOKEN, AUTOPDM_MAX_BODY_BYTES=str(1 << 20),
+    env = home_env(fleet_home, AUTOPDM_API_TOKEN=TOKEN, AUTOPDM_MAX_BODY_BYTES=str(1 << 20),
                   AUTOPDM_ASSESS_HISTORY_DAYS="60")  # older as_of days go through the Parquet path
     proc = start([sys.executable, "-m", "bentoml", "serve", "autopdm.serving.service:Autopdm", "--host", "127.0.0.1",
                   "--port", str(port)], env, log)
@@ -82,7 +74,7 @@ def server(fleet_home, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fleet(fleet_home):
-    p = Paths.from_env(fleet_home)
+    p = home_paths(fleet_home)
     feats = store.read_table("features", p)
     feats["date"] = pd.to_datetime(feats["date"])
     return p, feats, store.read_table("vehicles", p)
@@ -227,6 +219,9 @@ def test_telemetry_idempotent_per_batch(server, fleet):
     assert r2 == {**r1, "duplicate": True}
     got = store.read_samples(p, vehicle_ids=[vin], start="2031-01-01")
     assert len(got) == 10 and got["speed_kph"].max() == 49.0
+    # read_samples drops duplicate readings: count what is stored, every copy of it
+    raw = ds.dataset(p.samples / f"vehicle_id={vin}" / "date=2031-01-01", format="parquet").to_table()
+    assert raw.num_rows == 10
     assert len(store.read_quarantine(p, "samples")) == 1
     r = httpx.post(url + "/telemetry", json={"batch_id": "b2", "samples": [{"vehicle_id": vin}]}, headers=_h(), timeout=10)
     assert r.status_code == 400 and "ts" in r.text
@@ -290,7 +285,7 @@ def test_score_emit_with_receiver_down_then_up_delivers_each_once(fleet_home, fl
     port = free_port()
     extra = dict(AUTOPDM_CRM_WEBHOOK_URL=f"http://127.0.0.1:{port}/work-orders", AUTOPDM_OUTBOX_BACKOFF_BASE_S="0.2",
                  AUTOPDM_OUTBOX_BACKOFF_CAP_S="1")
-    env = env_for(fleet_home, **extra)
+    env = home_env(fleet_home, **extra)
     for k in ("AUTOPDM_CRM_WEBHOOK_URL", "AUTOPDM_CRM_WEBHOOK_SECRET", "AUTOPDM_OUTBOX_BACKOFF_BASE_S", "AUTOPDM_OUTBOX_BACKOFF_CAP_S"):
         monkeypatch.setenv(k, env[k])
     last = feats["date"].max()

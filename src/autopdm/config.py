@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     assess_history_days: int = Field(400, ge=0, description="days of feature history /assess keeps in memory (0 = all)")
     assess_cache: int = Field(100_000, ge=0, description="scored vehicle-days /assess keeps (0 disables the cache)")
     service_workers: int = Field(1, ge=1, description="BentoML worker processes")
+    # -- serving: hot reload and past days (issue 13) --
+    reload_poll_s: float = Field(10.0, ge=0, description="seconds between the service's checks for a moved champion "
+                                                         "alias or a rebuilt features table (0: only at start and on POST /reload)")
+    assess_past_max_vehicles: int = Field(100, ge=1, description="vehicles one /assess request may ask about at a day "
+                                                                 "before their latest features (each costs a model pass)")
     access_log: bool = Field(False, description="log every request (costs ~0.7 ms a call)")
     tracing: bool = Field(False, description="OpenTelemetry spans for /assess and /predict too")
     receiver_log: bool = Field(False, description="the reference CRM receiver logs every request")

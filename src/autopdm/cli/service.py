@@ -31,14 +31,17 @@ def register(app: typer.Typer) -> None:
         port: int = typer.Option(3000, "--port", "-p", help="HTTP port"),
         host: str = typer.Option("127.0.0.1", help="interface to bind (0.0.0.0 for all)"),
     ) -> None:
-        """Start the BentoML service (/assess, /predict, /telemetry, /livez, /readyz, /metrics)."""
+        """Start the BentoML service (/assess, /predict, /telemetry, /model_info, /reload, /livez, /readyz,
+        /metrics, /docs). It answers from the `champion` models and picks up a moved alias or a rebuilt
+        features table by itself (AUTOPDM_RELOAD_POLL_S)."""
         p = paths()
         env = dict(os.environ, AUTOPDM_HOME=str(p.home))
         if Settings().api_token is None:
             env["AUTOPDM_API_TOKEN"] = secrets.token_urlsafe(24)
             console.print(f"AUTOPDM_API_TOKEN not set; generated one for this run: [bold]{env['AUTOPDM_API_TOKEN']}[/bold]")
         cmd = [sys.executable, "-m", "bentoml", "serve", SERVICE, "--host", host, "--port", str(port)]
-        console.print(f"serving {SERVICE} on http://{host}:{port} (models from {p.tracking_uri})")
+        console.print(f"serving {SERVICE} on http://{host}:{port} (models from {p.tracking_uri}); "
+                      f"API documentation, open to all: http://{host}:{port}/docs")
         os.execvpe(cmd[0], cmd, env)
 
     @app.command("score")

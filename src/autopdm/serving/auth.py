@@ -1,20 +1,35 @@
-"""ASGI middleware in front of every endpoint: bearer token and body-size limit."""
+"""ASGI middleware in front of every endpoint: bearer token, JSON bodies only, body-size limit."""
 
 from __future__ import annotations
 
 import hmac
 import json
-from starlette.responses import JSONResponse
 
 from autopdm.config import Settings
 
-PUBLIC_PATHS = frozenset({"/livez", "/readyz", "/metrics", "/healthz", "/schema.json"})
+# health, metrics and the API documentation (BentoML's page, its OpenAPI document and assets,
+# and the client schema that bentoml.SyncHTTPClient reads) are open; everything else needs the token
+PUBLIC_PATHS = frozenset({"/livez", "/readyz", "/metrics", "/healthz", "/schema.json", "/docs.json", "/docs"})
+PUBLIC_PREFIXES = ("/static_content/",)
+DOCS_PAGE = "/"  # where BentoML serves the documentation page; public as /docs
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
-# -- middleware ------------------------------------------------------------------------------
+def is_public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+
+def _is_json(content_type: bytes | None) -> bool:
+    if content_type is None:  # no header: taken as JSON, as BentoML does
+        return True
+    media = content_type.split(b";")[0].strip().lower()
+    return media in (b"", b"application/json") or (media.startswith(b"application/") and media.endswith(b"+json"))
+
 
 class AuthLimitMiddleware:
-    """Bearer token on everything but health, metrics and the client schema; 413 on big bodies.
+    """Bearer token on everything but health, metrics and the API docs; 415 on bodies that are not
+    JSON (the API has no form or file inputs, and BentoML would parse them as forms); 413 on big
+    bodies.
 
     Token: AUTOPDM_API_TOKEN. Without one the protected endpoints refuse every request (fail
     closed). Body limit: AUTOPDM_MAX_BODY_BYTES (default 16 MiB), enforced on Content-Length
@@ -31,10 +46,17 @@ class AuthLimitMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path = scope.get("path", "")
-        if path not in PUBLIC_PATHS and not self._authorized(scope):
-            return await _json(send, 401, {"error": "missing or invalid bearer token (Authorization: Bearer <AUTOPDM_API_TOKEN>)"},
+        if path == "/docs":
+            scope = dict(scope, path=DOCS_PAGE, raw_path=DOCS_PAGE.encode())
+        elif not is_public(path) and not self._authorized(scope):
+            return await _json(send, 401, {"error": "missing or invalid bearer token (Authorization: Bearer "
+                                                    "<AUTOPDM_API_TOKEN>); the API documentation is open at /docs"},
                                [(b"www-authenticate", b'Bearer realm="autopdm"')])
         headers = dict(scope.get("headers") or [])
+        if scope.get("method") in BODY_METHODS and not _is_json(headers.get(b"content-type")):
+            ct = headers[b"content-type"].decode("latin-1")[:100]
+            return await _json(send, 415, {"error": f"Content-Type: expected application/json, got {ct!r}",
+                                           "detail": [{"loc": ["Content-Type"], "msg": "expected application/json"}]})
         cl = headers.get(b"content-length")
         if cl is not None:
             try:
@@ -46,7 +68,10 @@ class AuthLimitMiddleware:
             return await self.app(scope, receive, send)
         if scope.get("method") in ("GET", "HEAD"):
             return await self.app(scope, receive, send)
-        # no Content-Length (chunked): buffer up to the limit, then replay
+        return await self._buffered(scope, receive, send)
+
+    async def _buffered(self, scope, receive, send) -> None:
+        """No Content-Length (chunked): buffer up to the limit, then replay."""
         chunks, size, more = [], 0, True
         while more:
             msg = await receive()
@@ -86,8 +111,3 @@ async def _json(send, status: int, obj, extra_headers=()) -> None:
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             *extra_headers]})
     await send({"type": "http.response.body", "body": body})
-
-
-def bad_input(field: str, msg: str):
-    """A 400 shaped like BentoML's pydantic errors: {"error", "detail": [{"loc", "msg"}]}."""
-    return JSONResponse({"error": f"invalid {field}: {msg}", "detail": [{"loc": [field], "msg": msg}]}, status_code=400)
