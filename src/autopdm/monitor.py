@@ -405,7 +405,7 @@ def run_monitor(paths: Paths | None = None, reference: str | None = None, curren
 def _log(paths: Paths, r: MonitorResult, report_path: Path) -> str:
     import mlflow
 
-    mlflow.set_tracking_uri(paths.tracking_uri)
+    tracking.use(paths)
     nested = mlflow.active_run() is not None
     if not os.environ.get("MLFLOW_RUN_ID") and not nested:
         if mlflow.get_experiment_by_name(EXPERIMENT) is None:

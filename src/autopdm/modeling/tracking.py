@@ -28,13 +28,28 @@ def ensure_store(paths: Paths) -> None:
     SqlAlchemyStore(uri, paths.artifacts.as_uri()).engine.dispose()
 
 
-def client(paths: Paths):
-    """An MlflowClient on this home's tracking store (also made the process's tracking URI)."""
+def use(paths: Paths) -> None:
+    """Make this home's store the process's tracking URI for mlflow's fluent calls.
+
+    mlflow also exports the URI to the environment for subprocesses; autopdm's processes find their
+    registry from their own home, so the variable is put back as it was: another home's URI must not
+    leak into later `Paths` or child processes (under `mlflow run` it was set on purpose and stays)."""
     import mlflow
-    from mlflow import MlflowClient
 
     quiet_telemetry()
+    before = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(paths.tracking_uri)
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
+def client(paths: Paths):
+    """An MlflowClient on this home's tracking store (also made the process's tracking URI)."""
+    from mlflow import MlflowClient
+
+    use(paths)
     return MlflowClient(tracking_uri=paths.tracking_uri)
 
 
