@@ -275,7 +275,7 @@ def train_component(component: str, df: pd.DataFrame, split, feats: list[str], *
     y = df[registry.get(component).label].to_numpy(dtype=np.int8)
     summary = log_run(cand, a, split, y, engine=engine, seed=seed, budget=budget, min_precision=min_precision,
                       decision=decision)
-    log_reference(df.loc[cand.train_rows], feats)
+    log_reference(df, feats, train_rows=cand.train_rows)
     version = register(client, cand, a, split, budget=budget, min_precision=min_precision, promote=ok, reason=reason)
     mlflow.log_metric("train_seconds", time.perf_counter() - t0)
     return {"component": component, "name": cand.model.name, "version": version, "promoted": ok, "reason": reason,
