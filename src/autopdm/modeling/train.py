@@ -34,6 +34,7 @@ from autopdm.config import Paths, Settings
 from autopdm.modeling import baselines, plots, train_dask
 from autopdm.modeling.champion import Champion, get_champion
 from autopdm.modeling.fit import fit_booster, pip_requirements, subsample_negatives
+from autopdm.modeling.lock import holding_modeling_lock
 from autopdm.modeling.metrics import alert_metrics, evaluate, operating_curve, score_metrics
 from autopdm.modeling.operating_point import set_operating_point
 from autopdm.modeling.split import time_vehicle_split
@@ -299,6 +300,7 @@ def _prepare(paths: Paths | None, components, features: pd.DataFrame | None, see
     return names, paths, df, split
 
 
+@holding_modeling_lock("training")
 def train_all(paths: Paths | None = None, components=None, engine: str = "pandas", seed: int = 0, *,
               params: dict | None = None, features: pd.DataFrame | None = None, budget: float | None = None,
               min_precision: float | None = None, tolerance: float = 0.0, promote: bool = True,
@@ -319,6 +321,8 @@ def train_all(paths: Paths | None = None, components=None, engine: str = "pandas
             with features_dask.local_client() as c:
                 return train_all(paths, components, "dask", seed, params=params, features=features, budget=budget,
                                  min_precision=min_precision, tolerance=tolerance, promote=promote, _client=c)
+    if Settings().lgb_max_rounds:
+        params = {"num_iterations": Settings().lgb_max_rounds, **(params or {})}
     names, paths, df, split = _prepare(paths, components, features, seed)
     feats = feature_columns(df)
     client = setup_mlflow(paths)
