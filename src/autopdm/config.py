@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     alert_budget: float = Field(1.5, gt=0, description="alerts allowed per component, as a multiple of the need prevalence")
     min_precision: float = Field(0.5, ge=0, le=1, description="alert precision the operating threshold aims for")
     lgb_threads: Optional[int] = Field(None, ge=1, description="LightGBM threads (default: all cores but one)")
+    lgb_max_rounds: Optional[int] = Field(None, ge=1, description="most boosting rounds per model (default 2000; early "
+                                                                  "stopping usually ends sooner); small values make quick trial runs")
+    lock_timeout_s: float = Field(600.0, ge=0, description="how long training or a feature build waits for another one "
+                                                           "on the same home before giving up (0: refuse at once)")
     max_body_bytes: int = Field(16 << 20, ge=1024, description="largest request body the service accepts")
     assess_history_days: int = Field(400, ge=0, description="days of feature history /assess keeps in memory (0 = all)")
     assess_cache: int = Field(100_000, ge=0, description="scored vehicle-days /assess keeps (0 disables the cache)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from typing import Optional
@@ -11,11 +12,23 @@ import typer
 from autopdm import components
 from autopdm.cli.common import console, fail, paths
 from autopdm.modeling.champion import ChampionError
+from autopdm.modeling.lock import LockBusy, modeling_lock
 from autopdm.modeling.reports import evaluate_champions, export_metadata
 from autopdm.modeling.tracking import ensure_store
 from autopdm.modeling.train import train_all
 from autopdm.pipeline import features_dask
 from autopdm.pipeline.features import build_from_store
+
+
+@contextlib.contextmanager
+def _one_line_when_busy():
+    """Another training or feature build holds the home: one unwrapped line (scripts and logs grep it), exit 2."""
+    try:
+        yield
+    except LockBusy as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
 
 def _fmt(v) -> str:
     try:
@@ -35,15 +48,16 @@ def register(app: typer.Typer) -> None:
         if engine not in ("pandas", "dask"):
             raise fail(f"--engine must be pandas or dask, not {engine!r}")
         t0 = time.perf_counter()
-        if engine == "dask":
-            with console.status("building features on dask"):
-                df = features_dask.run(p, as_of=as_of)
-        else:
-            with console.status("building features"):
-                try:
-                    df, _ = build_from_store(p, as_of=as_of)
-                except FileNotFoundError as exc:
-                    raise fail(str(exc)) from None
+        with _one_line_when_busy(), modeling_lock(p, "feature build"):  # never while a training reads the table
+            if engine == "dask":
+                with console.status("building features on dask"):
+                    df = features_dask.run(p, as_of=as_of)
+            else:
+                with console.status("building features"):
+                    try:
+                        df, _ = build_from_store(p, as_of=as_of)
+                    except FileNotFoundError as exc:
+                        raise fail(str(exc)) from None
         # the next step is usually `mlflow run . -e train`: have the tracking store ready under var/
         ensure_store(p)
         n_feat = len([c for c in df.columns if not c.startswith(("label_", "days_to_need_"))]) - 3
@@ -66,7 +80,8 @@ def register(app: typer.Typer) -> None:
         except components.UnknownComponent as exc:
             raise fail(f"--component: {exc}") from None
         try:
-            res = train_all(p, components=comps, engine=engine, seed=seed, promote=not no_promote)
+            with _one_line_when_busy():
+                res = train_all(p, components=comps, engine=engine, seed=seed, promote=not no_promote)
         except (ValueError, FileNotFoundError) as exc:
             raise fail(str(exc)) from None
         _print_results(res)

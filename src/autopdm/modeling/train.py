@@ -34,6 +34,7 @@ from autopdm.config import Paths, Settings
 from autopdm.modeling import baselines, plots, train_dask
 from autopdm.modeling.champion import Champion, get_champion
 from autopdm.modeling.fit import fit_booster, pip_requirements, subsample_negatives
+from autopdm.modeling.lock import holding_modeling_lock
 from autopdm.modeling.metrics import alert_metrics, evaluate, operating_curve, score_metrics
 from autopdm.modeling.operating_point import set_operating_point
 from autopdm.modeling.split import time_vehicle_split
@@ -268,7 +269,7 @@ def train_component(component: str, df: pd.DataFrame, split, feats: list[str], *
     y = df[registry.get(component).label].to_numpy(dtype=np.int8)
     summary = log_run(cand, a, split, y, engine=engine, seed=seed, budget=budget, min_precision=min_precision,
                       decision=decision)
-    log_reference(df.loc[cand.train_rows], feats)
+    log_reference(df, feats, train_rows=cand.train_rows)
     version = register(client, cand, a, split, budget=budget, min_precision=min_precision, promote=ok, reason=reason)
     mlflow.log_metric("train_seconds", time.perf_counter() - t0)
     return {"component": component, "name": cand.model.name, "version": version, "promoted": ok, "reason": reason,
@@ -292,6 +293,7 @@ def _prepare(paths: Paths | None, components, features: pd.DataFrame | None, see
     return names, paths, df, split
 
 
+@holding_modeling_lock("training")
 def train_all(paths: Paths | None = None, components=None, engine: str = "pandas", seed: int = 0, *,
               params: dict | None = None, features: pd.DataFrame | None = None, budget: float | None = None,
               min_precision: float | None = None, tolerance: float = 0.0, promote: bool = True,
@@ -312,6 +314,8 @@ def train_all(paths: Paths | None = None, components=None, engine: str = "pandas
             with features_dask.local_client() as c:
                 return train_all(paths, components, "dask", seed, params=params, features=features, budget=budget,
                                  min_precision=min_precision, tolerance=tolerance, promote=promote, _client=c)
+    if Settings().lgb_max_rounds:
+        params = {"num_iterations": Settings().lgb_max_rounds, **(params or {})}
     names, paths, df, split = _prepare(paths, components, features, seed)
     feats = feature_columns(df)
     client = setup_mlflow(paths)
