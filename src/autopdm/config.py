@@ -42,10 +42,10 @@ class Settings(BaseSettings):
     outbox_backoff_cap_s: float = Field(600.0, gt=0, description="longest delay between two delivery attempts")
     # the operating point of each component's model (docs/operating-point.md): alert when
     # risk × cost_missed_need ≥ cost_alert, at most alert_budget × the need prevalence
-    cost_missed_need: float = Field(400.0, gt=0, description="cost of a need that got no early warning: a breakdown or "
+    cost_missed_need: float = Field(500.0, gt=0, description="cost of a need that got no early warning: a breakdown or "
                                     "tow, worn-through pads that take the discs, a lost customer (any currency; only "
                                     "the ratio to AUTOPDM_COST_ALERT matters)")
-    cost_alert: float = Field(25.0, gt=0, description="cost of one alert: the call and, about every other time, a visit "
+    cost_alert: float = Field(40.0, gt=0, description="cost of one alert: the call and, about every other time, a visit "
                               "that finds nothing to do yet (same currency as AUTOPDM_COST_MISSED_NEED)")
     alert_budget: float = Field(1.5, gt=0, description="most alerts per component, as a multiple of the need prevalence "
                                 "(a cap: the cost model may alert less)")
