@@ -99,6 +99,8 @@ def test_observed_needs_rebuild_the_labels_and_differ_from_the_truth(sim_feature
     # the physical need comes before the workshop's replacement: the truth's labels are not the observed ones
     sets = evaluation.need_sets(df, "brake", true_needs)
     assert list(sets) == ["true_needs", "observed_needs"] and evaluation.headline(sets) == "true_needs"
+    # a component the simulator does not simulate has no truth: the observed needs are the headline
+    assert list(evaluation.need_sets(df, "brake", true_needs[true_needs["component"] != "brake"])) == ["observed_needs"]
     y_true = labels_from_needs(df, sets["true_needs"])[0]
     assert y_true.sum() > 0 and not np.array_equal(y_true, df["label_brake"].to_numpy())
 

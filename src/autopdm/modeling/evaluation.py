@@ -36,9 +36,10 @@ def read_true_needs(paths: Paths) -> pd.DataFrame | None:
 
 
 def need_sets(rows: pd.DataFrame, component: str, true_needs: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
-    """{name: one component's needs}, the headline first (see the module docstring)."""
+    """{name: one component's needs}, the headline first (see the module docstring). The true needs count
+    only for a component the simulator simulates (it has needs in the table)."""
     out = {}
-    if true_needs is not None:
+    if true_needs is not None and (true_needs["component"] == component).any():
         out[TRUE] = component_needs(true_needs, rows, component)
     out[OBSERVED] = needs_from_labels(rows, component)
     return out
