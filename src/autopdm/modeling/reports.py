@@ -106,7 +106,8 @@ def model_card(ch, r: dict, split: dict) -> str:
     tables = "\n".join(_performance_table(name, b) for name, b in r["against"].items())
     return f"""# Model card: {ch.name} v{ch.version}
 
-- **Predicts**: calibrated probability that the {ch.component} reaches its service need within 15 days.
+- **Predicts**: calibrated probability of a {ch.component} service need within 15 days, as the training labels
+  define it (the needs the workshop's records show).
 - **Model**: LightGBM binary classifier, {len(ch.feature_names)} features, Platt-calibrated log-odds
   (`{ch.calibration}`); MLflow run `{ch.run_id}`. Registered as an MLflow pyfunc model that includes the
   calibration: `mlflow.pyfunc.load_model("models:/{ch.name}/{ch.version}")` returns this risk.
