@@ -29,6 +29,7 @@ def tiny_fleet(home):
     store.write_table(fleet.trips, "trips", home)
     store.write_table(fleet.vehicles, "vehicles", home)
     store.write_table(fleet.service_events, "service_events", home)
+    store.write_table(fleet.true_needs, "true_needs", home)  # the simulator's hidden truth: evaluation only
     df = build_features(fleet.trips, fleet.vehicles, fleet.service_events, fleet.dtc_events)
     store.write_table(df, "features", home)
     return home, store.read_table("features", home)
@@ -68,6 +69,14 @@ def test_train_registers_three_models_sets_champion_and_gate_refuses_worse(tiny_
         for k in ("test_ew_recall", "test_precision", "test_pr_auc", "test_brier", "baseline_ew_recall",
                   "baseline_precision", "baseline_rule_ew_recall", "gate_promoted"):
             assert k in run.data.metrics, k
+        # against the true needs (the headline on a simulated fleet) and the observed ones, baseline beside each
+        assert r["headline_needs"] == "true_needs" and set(r["against"]) == {"true_needs", "observed_needs"}
+        for k in ("true_needs/ew_recall", "true_needs/precision", "true_needs/pr_auc", "true_needs/baseline_ew_recall",
+                  "observed_needs/ew_recall", "observed_needs/baseline_ew_recall", "calib_break_even_risk"):
+            assert k in run.data.metrics, k
+        assert run.data.metrics["test_ew_recall"] == run.data.metrics["true_needs/ew_recall"]
+        assert run.data.params["threshold_rule"] in ("break-even risk", "alert budget")
+        assert float(mv.tags["cost_alert"]) < float(mv.tags["cost_missed_need"])
         assert run.data.params["train_end"] < run.data.params["test_start"]
         arts = {a.path for a in client.list_artifacts(r["run_id"], "plots")}
         assert {"plots/calibration.png", "plots/pr_curve.png", "plots/feature_importance.png",
@@ -135,6 +144,14 @@ def test_cli_features_and_evaluate(tiny_fleet, monkeypatch):
     rep = json.loads((paths.reports / "evaluation.json").read_text())
     assert set(rep["components"]) == set(COMPONENTS)
     assert (paths.reports / "model_card_brake.md").exists()
+    for comp, r in rep["components"].items():
+        assert r["headline_needs"] == "true_needs" and list(r["against"]) == ["true_needs", "observed_needs"]
+        for block in r["against"].values():
+            assert {"model", "baseline_same_volume", "baseline_rule", "lead_time_histogram"} <= set(block)
+            assert block["baseline_same_volume"]["n_alerts"] == block["model"]["n_alerts"]
+        assert json.dumps(r["test"]) == json.dumps(r["against"]["true_needs"]["model"])  # NaN-safe
+    card = (paths.reports / "model_card_brake.md").read_text()
+    assert "Against true needs" in card and "Against observed needs" in card
     meta = json.loads((out / "autopdm-battery.json").read_text())
     assert meta["version"] == "1" and "threshold" in meta and "feature_names" in meta
     r = runner.invoke(app, ["train", "--component", "wheel"])

@@ -40,8 +40,15 @@ class Settings(BaseSettings):
     crm_webhook_secret: Optional[SecretStr] = Field(None, description="shared secret of the Standard Webhooks signature: a passphrase (used as the key as-is) or whsec_<base64>")
     outbox_backoff_base_s: float = Field(1.0, gt=0, description="first retry delay of a failed delivery (doubles per attempt)")
     outbox_backoff_cap_s: float = Field(600.0, gt=0, description="longest delay between two delivery attempts")
-    alert_budget: float = Field(1.5, gt=0, description="alerts allowed per component, as a multiple of the need prevalence")
-    min_precision: float = Field(0.5, ge=0, le=1, description="alert precision the operating threshold aims for")
+    # the operating point of each component's model (docs/operating-point.md): alert when
+    # risk × cost_missed_need ≥ cost_alert, at most alert_budget × the need prevalence
+    cost_missed_need: float = Field(500.0, gt=0, description="cost of a need that got no early warning: a breakdown or "
+                                    "tow, worn-through pads that take the discs, a lost customer (any currency; only "
+                                    "the ratio to AUTOPDM_COST_ALERT matters)")
+    cost_alert: float = Field(40.0, gt=0, description="cost of one alert: the call and, about every other time, a visit "
+                              "that finds nothing to do yet (same currency as AUTOPDM_COST_MISSED_NEED)")
+    alert_budget: float = Field(1.5, gt=0, description="most alerts per component, as a multiple of the need prevalence "
+                                "(a cap: the cost model may alert less)")
     lgb_threads: Optional[int] = Field(None, ge=1, description="LightGBM threads (default: all cores but one)")
     lgb_max_rounds: Optional[int] = Field(None, ge=1, description="most boosting rounds per model (default 2000; early "
                                                                   "stopping usually ends sooner); small values make quick trial runs")

@@ -2,15 +2,18 @@
 
 What a registered version carries (written by `autopdm.modeling.train`):
 
-* the LightGBM booster (`model.lgb` in the logged model's artifacts, MLflow lightgbm flavor),
-* model-version tags `threshold` (operating threshold on the calibrated risk), `calibration`
-  (JSON: `{"method": "platt", "a": .., "b": ..}` applied to the raw log-odds), `component`,
-  `alert_budget`, `min_precision`, `feature_names` (JSON) and the held-out metrics,
-* the same threshold/calibration in the MLmodel file's `metadata` (a fallback for copies of the
-  model outside this registry).
+* an MLflow pyfunc model whose code is `pyfunc_model.py` and whose artifacts are the LightGBM
+  booster (`artifacts/model.lgb`) and `artifacts/operating_point.json` (component, threshold,
+  calibration, feature names, the cost model it was chosen with): loading it with
+  `mlflow.pyfunc` gives the calibrated risk;
+* model-version tags `threshold`, `calibration` (JSON), `component`, `feature_names` (JSON), the
+  operating point's costs and budget and the held-out metrics;
+* the same threshold/calibration in the MLmodel file's `metadata`.
 
-`load_champions` reads them without the pyfunc machinery (a native booster loads in
-milliseconds); importing mlflow is still needed to resolve the alias.
+`load_champions` reads the booster and operating_point.json without the pyfunc machinery (a native
+booster loads in milliseconds) and predicts with the pyfunc model's own functions, so the service
+and the registered model give the same risk. Versions registered before the pyfunc model (booster
+at the model's root, operating point only in tags/metadata) still load.
 """
 
 from __future__ import annotations
@@ -28,29 +31,15 @@ import yaml
 
 from autopdm import components
 from autopdm.config import Paths
+from autopdm.modeling.pyfunc_model import (ARTIFACTS, BOOSTER_FILE, OPERATING_POINT_FILE, apply_calibration,
+                                           feature_matrix, read_operating_point)
 from autopdm.modeling.tracking import client as tracking_client
 
-MODEL_FILE = "model.lgb"
+MODEL_FILE = BOOSTER_FILE
 
 
 class ChampionError(RuntimeError):
     """A champion model or one of the things it needs is missing."""
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
-
-
-def apply_calibration(calibration: dict, margin: np.ndarray) -> np.ndarray:
-    m = np.asarray(margin, dtype=float)
-    method = calibration.get("method", "platt")
-    if method == "platt":
-        return _sigmoid(float(calibration["a"]) * m + float(calibration["b"]))
-    if method == "isotonic":
-        return np.interp(m, np.asarray(calibration["x"], float), np.asarray(calibration["y"], float))
-    if method == "identity":
-        return _sigmoid(m)
-    raise ChampionError(f"unknown calibration method {method!r}")
 
 
 def predict_threads(n_rows: int) -> int:
@@ -74,10 +63,7 @@ class Champion:
 
     def matrix(self, X: pd.DataFrame) -> np.ndarray:
         """Feature matrix in the model's column order; absent columns → NaN, anything else → float."""
-        X = X.reindex(columns=self.feature_names)
-        if all(pd.api.types.is_numeric_dtype(t) for t in X.dtypes):  # the usual case: no per-column parse (~7 ms)
-            return X.to_numpy(dtype=np.float64, na_value=np.nan)
-        return X.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+        return feature_matrix(X, self.feature_names)
 
     def margin(self, X: pd.DataFrame) -> np.ndarray:
         if len(X) == 0:
@@ -109,6 +95,13 @@ class Champion:
                 "metrics": self.metrics, "tags": {k: v for k, v in self.tags.items() if k not in ("feature_names", "calibration")}}
 
 
+def _local_dir(loc: str) -> Path | None:
+    if loc.startswith("file://"):
+        loc = unquote(urlparse(loc).path)
+    p = Path(loc) if loc and "://" not in loc else None
+    return p if p is not None and (p / "MLmodel").exists() else None
+
+
 def _model_dir(client, name: str, mv) -> Path:
     """Local directory of a model version's files (no copy for a local artifact store)."""
     import mlflow
@@ -121,21 +114,36 @@ def _model_dir(client, name: str, mv) -> Path:
             loc = client.get_logged_model(model_id).artifact_location
         except Exception:
             loc = None
-    loc = loc or src
-    if loc.startswith("file://"):
-        p = Path(unquote(urlparse(loc).path))
-        if (p / MODEL_FILE).exists():
-            return p
-    elif loc and Path(loc).is_dir() and (Path(loc) / MODEL_FILE).exists():
-        return Path(loc)
+    d = _local_dir(loc or src)
+    if d is not None:
+        return d
     return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{mv.version}"))
 
 
-def _metadata(model_dir: Path) -> dict:
+def _mlmodel(model_dir: Path) -> dict:
     mlmodel = model_dir / "MLmodel"
-    if not mlmodel.exists():
-        return {}
-    return (yaml.safe_load(mlmodel.read_text()) or {}).get("metadata") or {}
+    return (yaml.safe_load(mlmodel.read_text()) or {}) if mlmodel.exists() else {}
+
+
+def _artifact_files(model_dir: Path, mlmodel: dict) -> dict[str, Path]:
+    """name → file of the pyfunc model's artifacts (booster, operating_point) that exist; a version
+    logged with the LightGBM flavor (before the pyfunc model) has only its booster, at the root."""
+    listed = ((mlmodel.get("flavors") or {}).get("python_function") or {}).get("artifacts") or {}
+    files = {k: model_dir / v["path"] for k, v in listed.items() if isinstance(v, dict) and "path" in v}
+    files.setdefault("booster", model_dir / "artifacts" / BOOSTER_FILE)
+    if not files["booster"].exists():
+        files["booster"] = model_dir / BOOSTER_FILE
+    return {k: f for k, f in files.items() if k in ARTIFACTS and f.exists()}
+
+
+def _operating_point(files: dict[str, Path], tags: dict, meta: dict) -> dict:
+    """The model's own operating_point.json; for older versions, the tags or the MLmodel metadata."""
+    if "operating_point" in files:
+        return read_operating_point(files["operating_point"])
+    op = {k: tags.get(k, meta.get(k)) for k in ("threshold", "calibration")}
+    if isinstance(op["calibration"], str):
+        op["calibration"] = json.loads(op["calibration"])
+    return op
 
 
 def load_version(client, name: str, mv, component: str | None = None) -> Champion:
@@ -143,27 +151,21 @@ def load_version(client, name: str, mv, component: str | None = None) -> Champio
     import lightgbm as lgb
 
     d = _model_dir(client, name, mv)
-    f = d / MODEL_FILE
-    if not f.exists():
-        raise ChampionError(f"{name} v{mv.version}: {MODEL_FILE} not found in {d} (not a LightGBM booster?)")
-    booster = lgb.Booster(model_file=str(f))
+    mlmodel = _mlmodel(d)
+    files = _artifact_files(d, mlmodel)
+    if "booster" not in files:
+        raise ChampionError(f"{name} v{mv.version}: {BOOSTER_FILE} not found in {d} (not a LightGBM booster?)")
+    booster = lgb.Booster(model_file=str(files["booster"]))
     tags = dict(mv.tags or {})
-    meta = _metadata(d)
-    missing = []
-    thr = tags.get("threshold", meta.get("threshold"))
-    if thr is None:
-        missing.append("threshold")
-    cal = tags.get("calibration", meta.get("calibration"))
-    if cal is None:
-        missing.append("calibration")
+    op = _operating_point(files, tags, mlmodel.get("metadata") or {})
+    missing = [k for k in ("threshold", "calibration") if op.get(k) is None]
     if missing:
-        raise ChampionError(f"{name} v{mv.version}: missing {', '.join(missing)} (model-version tags or MLmodel metadata); "
-                            "retrain with `autopdm train`")
-    cal = json.loads(cal) if isinstance(cal, str) else dict(cal)
+        raise ChampionError(f"{name} v{mv.version}: missing {', '.join(missing)} ({OPERATING_POINT_FILE}, model-version "
+                            "tags or MLmodel metadata); retrain with `autopdm train`")
     metrics = {k[len("metric."):]: float(v) for k, v in tags.items() if k.startswith("metric.")}
     return Champion(component=component or tags.get("component") or name.removeprefix(components.MODEL_PREFIX), name=name,
-                    version=str(mv.version), feature_names=list(booster.feature_name()), threshold=float(thr),
-                    booster=booster, calibration=cal, metrics=metrics, tags=tags, run_id=mv.run_id)
+                    version=str(mv.version), feature_names=list(booster.feature_name()), threshold=float(op["threshold"]),
+                    booster=booster, calibration=dict(op["calibration"]), metrics=metrics, tags=tags, run_id=mv.run_id)
 
 
 def get_champion(client, component: str) -> Champion | None:

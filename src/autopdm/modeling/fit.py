@@ -93,7 +93,8 @@ def lgb_params(ytr, params: dict | None, seed: int) -> tuple[dict, float]:
 
 def fit_booster(Xtr, ytr, Xes, yes, params: dict, seed: int):
     """Early-stopped LightGBM on (Xtr, ytr), stopping on (Xes, yes) → (booster trimmed to its best
-    iteration, the parameters used, scale_pos_weight)."""
+    iteration, the parameters used, scale_pos_weight). `early_stopping_rounds` <= 0 in `params`: no early
+    stopping, all `num_iterations` rounds (comparable models across seeds, e.g. in tests)."""
     import lightgbm as lgb
 
     p, spw = lgb_params(ytr, params, seed)
@@ -108,12 +109,12 @@ def fit_booster(Xtr, ytr, Xes, yes, params: dict, seed: int):
     dtrain = lgb.Dataset(Xtr.to_numpy(np.float32), ytr, feature_name=names, categorical_feature=cats,
                          reference=reference, free_raw_data=True, params={"verbose": -1})
     valid_sets, callbacks, early = [], [], False
-    if len(yes) and yes.min() != yes.max():
+    if es_rounds > 0 and len(yes) and yes.min() != yes.max():
         valid_sets = [lgb.Dataset(Xes.to_numpy(np.float32), yes, reference=dtrain, feature_name=names,
                                   categorical_feature=cats, params={"verbose": -1})]
         callbacks = [lgb.early_stopping(es_rounds, verbose=False)]
         early = True
-    else:
+    elif es_rounds > 0:  # nothing to stop on
         rounds = min(rounds, 200)
     booster = lgb.train(p, dtrain, num_boost_round=rounds, valid_sets=valid_sets, callbacks=callbacks)
     best = booster.best_iteration if early and booster.best_iteration > 0 else booster.current_iteration()

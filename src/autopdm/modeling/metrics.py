@@ -1,19 +1,23 @@
-"""Metrics over held-out rows: early-warning recall, alert precision, PR-AUC, Brier, lead times.
+"""Metrics over held-out rows against need events: early-warning recall, alert precision, PR-AUC,
+Brier, lead times.
 
-Plain functions over a frame of feature rows (with their labels) and an array of risks or alerts.
+Plain functions over a frame of feature rows (`vehicle_id`, `date`), an array of risks or alerts
+and the need events they are judged against: a frame of `vehicle_id`, `component`, `need_date`
+(the simulator's `true_needs`, the records' `needs`, ...). Without one, the needs are those the
+rows' own labels were built from (`needs_from_labels`), so the figures match the labels.
 
 Definitions:
 
-* need event — a replace/repair service event of the component, recovered from the rows as
-  `date + days_to_need` where the label is 1. It is *evaluable* when its whole early-warning
-  window (7..15 days before) lies inside the evaluated dates.
+* label of a row — 1 when a need of the component falls in (date, date + 15 days]
+  (`labels_from_needs`); PR-AUC and Brier are against these labels.
+* evaluable need — a need whose whole early-warning window (7..15 days before it) lies inside its
+  vehicle's evaluated dates.
 * alert — a row (vehicle-day) whose calibrated risk is at or above the operating threshold.
-* early-warning recall — share of evaluable need events with at least one alert 7–15 days
-  before the need date.
-* alert precision — share of alert rows followed by a need event within 15 days (label = 1).
+* early-warning recall — share of evaluable needs with at least one alert 7–15 days before.
+* alert precision — share of alert rows followed by a need within 15 days (label 1).
 * alert rate — alert rows per vehicle-day (the volume a workshop has to absorb).
-* lead time — for each evaluable event, the largest number of days before the need at which an
-  alert fired, within 30 days (0 = never alerted).
+* lead time — for each evaluable need, the largest number of days before it at which an alert
+  fired, within 30 days (0 = never alerted).
 """
 
 from __future__ import annotations
@@ -23,22 +27,65 @@ import pandas as pd
 
 from autopdm import components
 from autopdm.modeling.baselines import at_volume
-from autopdm.pipeline.features import EARLY_WARNING
+from autopdm.pipeline.features import EARLY_WARNING, HORIZON_DAYS
 
 LEAD_MAX_DAYS = 30
+NEED_COLUMNS = ("vehicle_id", "component", "need_date")
 
 
-def need_events(rows: pd.DataFrame, component: str) -> pd.DataFrame:
-    """Distinct (vehicle_id, need_date) visible in `rows`, evaluable ones flagged."""
-    lab = rows[components.get(component).label].to_numpy() == 1
-    sub = rows.loc[lab, ["vehicle_id", "date", components.get(component).days_to_need]]
-    need = pd.to_datetime(sub["date"]) + pd.to_timedelta(sub[components.get(component).days_to_need].astype(float), unit="D")
-    ev = pd.DataFrame({"vehicle_id": sub["vehicle_id"].astype(str).to_numpy(), "need_date": need.to_numpy()}).drop_duplicates()
+def _days(s) -> np.ndarray:
+    return pd.to_datetime(pd.Series(s)).to_numpy("datetime64[D]").astype(np.int64)
+
+
+def needs_from_labels(rows: pd.DataFrame, component: str) -> pd.DataFrame:
+    """The need events the rows' labels were built from: `date + days_to_need_<c>` wherever known."""
+    dtn = pd.to_numeric(rows[components.get(component).days_to_need], errors="coerce").to_numpy(dtype=float)
+    known = np.isfinite(dtn)
+    need = pd.to_datetime(rows["date"]).to_numpy("datetime64[D]")[known] + dtn[known].astype(np.int64).astype("timedelta64[D]")
+    out = pd.DataFrame({"vehicle_id": rows["vehicle_id"].astype(str).to_numpy()[known], "component": component,
+                        "need_date": need.astype("datetime64[ns]")})
+    return out.drop_duplicates(["vehicle_id", "need_date"]).sort_values(["vehicle_id", "need_date"]).reset_index(drop=True)
+
+
+def component_needs(needs: pd.DataFrame | None, rows: pd.DataFrame, component: str) -> pd.DataFrame:
+    """One component's needs (`needs` may hold several components; None → the rows' own labels')."""
+    if needs is None:
+        return needs_from_labels(rows, component)
+    missing = [c for c in ("vehicle_id", "need_date") if c not in needs]
+    if missing:
+        raise ValueError(f"need events need the columns {', '.join(NEED_COLUMNS)}; missing: {', '.join(missing)}")
+    nd = needs[needs["component"] == component] if "component" in needs else needs
+    nd = nd.dropna(subset=["need_date"])
+    return pd.DataFrame({"vehicle_id": nd["vehicle_id"].astype(str).to_numpy(), "component": component,
+                         "need_date": pd.to_datetime(nd["need_date"]).to_numpy("datetime64[ns]")})
+
+
+def _keys(vehicle_codes: np.ndarray, days: np.ndarray) -> np.ndarray:
+    return vehicle_codes.astype(np.int64) * (1 << 32) + (days + (1 << 31))
+
+
+def labels_from_needs(rows: pd.DataFrame, needs: pd.DataFrame, horizon: int = HORIZON_DAYS) -> tuple[np.ndarray, np.ndarray]:
+    """(label, days to the next need) per row: label 1 when a need falls in (date, date + horizon]."""
+    vids = rows["vehicle_id"].astype(str).to_numpy()
+    codes, uniq = pd.factorize(np.r_[vids, needs["vehicle_id"].astype(str).to_numpy()])
+    row_key = _keys(codes[:len(vids)], _days(rows["date"]))
+    need_key = np.sort(_keys(codes[len(vids):], _days(needs["need_date"])))
+    pos = np.searchsorted(need_key, row_key, side="right")     # the next need strictly after the day
+    nxt = np.append(need_key, np.iinfo(np.int64).max)[pos]
+    same = (nxt >> 32) == (row_key >> 32)
+    dtn = np.where(same, (nxt - row_key).astype(float), np.nan)
+    return ((dtn >= 1) & (dtn <= horizon)).astype(np.int8), dtn
+
+
+def evaluable_needs(rows: pd.DataFrame, needs: pd.DataFrame) -> pd.DataFrame:
+    """The needs whose early-warning window lies inside their vehicle's evaluated dates."""
     d = pd.to_datetime(rows["date"])
-    lo, hi = d.min(), d.max()
+    span = pd.DataFrame({"vehicle_id": rows["vehicle_id"].astype(str).to_numpy(), "d": d.to_numpy()}) \
+        .groupby("vehicle_id")["d"].agg(["min", "max"])
+    ev = needs.loc[:, ["vehicle_id", "need_date"]].drop_duplicates().join(span, on="vehicle_id", how="inner")
     lo_w, hi_w = EARLY_WARNING
-    ev["evaluable"] = (ev["need_date"] - pd.Timedelta(days=hi_w) >= lo) & (ev["need_date"] - pd.Timedelta(days=lo_w) <= hi)
-    return ev.reset_index(drop=True)
+    ok = (ev["need_date"] - pd.Timedelta(days=hi_w) >= ev["min"]) & (ev["need_date"] - pd.Timedelta(days=lo_w) <= ev["max"])
+    return ev.loc[ok, ["vehicle_id", "need_date"]].reset_index(drop=True)
 
 
 def alert_lead_times(rows: pd.DataFrame, alert: np.ndarray, events: pd.DataFrame) -> pd.DataFrame:
@@ -59,13 +106,12 @@ def alert_lead_times(rows: pd.DataFrame, alert: np.ndarray, events: pd.DataFrame
     return out
 
 
-def alert_metrics(rows: pd.DataFrame, alert: np.ndarray, component: str) -> dict:
-    """Early-warning recall, precision and volume of a set of alerts (boolean per row)."""
+def alert_metrics(rows: pd.DataFrame, alert: np.ndarray, component: str, needs: pd.DataFrame | None = None) -> dict:
+    """Early-warning recall, precision and volume of a set of alerts (boolean per row) against `needs`."""
     alert = np.asarray(alert, dtype=bool)
-    y = rows[components.get(component).label].to_numpy() == 1
-    ev = need_events(rows, component)
-    ev = ev[ev["evaluable"]]
-    lt = alert_lead_times(rows, alert, ev)
+    nd = component_needs(needs, rows, component)
+    y, _ = labels_from_needs(rows, nd)
+    lt = alert_lead_times(rows, alert, evaluable_needs(rows, nd))
     n_alerts = int(alert.sum())
     return {
         "ew_recall": float(lt["early"].mean()) if len(lt) else float("nan"),
@@ -76,6 +122,8 @@ def alert_metrics(rows: pd.DataFrame, alert: np.ndarray, component: str) -> dict
         "n_events_warned": int(lt["early"].sum()) if len(lt) else 0,
         "lead_days_median": float(lt.loc[lt["lead_days"] > 0, "lead_days"].median()) if (lt["lead_days"] > 0).any() else 0.0,
         "_lead_days": lt["lead_days"].to_numpy(),
+        "_events": lt,                                          # per evaluable need: lead_days, early
+        "_y": y,                                                # per row: label against these needs
     }
 
 
@@ -93,27 +141,58 @@ def score_metrics(y: np.ndarray, p: np.ndarray) -> dict:
     return out
 
 
-def evaluate(rows: pd.DataFrame, risk: np.ndarray, threshold: float, component: str) -> dict:
-    """All headline metrics of calibrated risks on held-out rows at the operating threshold."""
-    out = score_metrics(rows[components.get(component).label].to_numpy(), risk)
-    out.update(alert_metrics(rows, np.asarray(risk) >= threshold, component))
+def evaluate(rows: pd.DataFrame, risk: np.ndarray, threshold: float, component: str, needs: pd.DataFrame | None = None) -> dict:
+    """All headline metrics of calibrated risks on held-out rows at the operating threshold, against `needs`."""
+    nd = component_needs(needs, rows, component)
+    out = score_metrics(labels_from_needs(rows, nd)[0], risk)
+    out.update(alert_metrics(rows, np.asarray(risk) >= threshold, component, nd))
     return out
+
+
+def lead_time_histogram(lead_days: np.ndarray) -> dict[str, int]:
+    """Days before the need of each evaluable need's earliest alert (0 = never alerted) → count."""
+    return {str(k): int(v) for k, v in zip(*np.unique(np.asarray(lead_days, dtype=int), return_counts=True))}
+
+
+def by_vehicle_interval(rows: pd.DataFrame, alert: np.ndarray, m: dict, n_boot: int = 400, level: float = 0.9,
+                        seed: int = 0) -> dict:
+    """Bootstrap intervals (resampling vehicles) of early-warning recall and precision of the alerts whose
+    `alert_metrics` are `m`: few needs make single figures noisy."""
+    vid = rows["vehicle_id"].astype(str).to_numpy()
+    codes, uniq = pd.factorize(vid)
+    uniq = pd.Index(uniq)
+    alert = np.asarray(alert, dtype=bool)
+    n_alert = np.bincount(codes, weights=alert, minlength=len(uniq))
+    ev = m["_events"]
+    ev_codes = uniq.get_indexer(ev["vehicle_id"].astype(str))
+    n_ev = np.bincount(ev_codes, minlength=len(uniq))
+    n_warned = np.bincount(ev_codes, weights=ev["early"].to_numpy(dtype=float), minlength=len(uniq))
+    tp = np.bincount(codes, weights=alert & (m["_y"] == 1), minlength=len(uniq))
+    w = np.random.default_rng(seed).multinomial(len(uniq), np.full(len(uniq), 1.0 / len(uniq)), size=n_boot)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = (w @ n_warned) / (w @ n_ev)
+        precision = (w @ tp) / (w @ n_alert)
+    q = [(1 - level) / 2, (1 + level) / 2]
+    return {"level": level, "n_vehicles": int(len(uniq)),
+            "ew_recall": [float(v) for v in np.nanquantile(recall, q)] if np.isfinite(recall).any() else [float("nan")] * 2,
+            "precision": [float(v) for v in np.nanquantile(precision, q)] if np.isfinite(precision).any() else [float("nan")] * 2}
 
 
 CURVE_MULTIPLIERS = (0.5, 1.0, 1.5, 2.0, 3.0)
 
 
 def operating_curve(rows: pd.DataFrame, risk: np.ndarray, baseline_score: np.ndarray, component: str,
-                    multipliers=CURVE_MULTIPLIERS) -> list[dict]:
+                    needs: pd.DataFrame | None = None, multipliers=CURVE_MULTIPLIERS) -> list[dict]:
     """Early-warning recall and precision of the model and the baseline at alert volumes of
     m × prevalence (the top-k rows by risk / by baseline score), for m in `multipliers`."""
-    y = rows[components.get(component).label].to_numpy() == 1
+    nd = component_needs(needs, rows, component)
+    y, _ = labels_from_needs(rows, nd)
     n = len(rows)
     out = []
     for mult in multipliers:
         k = int(round(mult * float(y.mean()) * n)) if n else 0
-        am = alert_metrics(rows, at_volume(risk, k), component)
-        bm = alert_metrics(rows, at_volume(baseline_score, k), component)
+        am = alert_metrics(rows, at_volume(risk, k), component, nd)
+        bm = alert_metrics(rows, at_volume(baseline_score, k), component, nd)
         out.append({"x_prevalence": mult, "alert_rate": k / max(n, 1), "ew_recall": am["ew_recall"], "precision": am["precision"],
                     "baseline_ew_recall": bm["ew_recall"], "baseline_precision": bm["precision"]})
     return out

@@ -1,13 +1,20 @@
 """Calibration and the operating threshold of a component's model, fitted on validation rows.
 
 Platt scaling turns the booster's raw log-odds into a probability of a need within 15 days.
-`threshold_for_budget` picks the operating threshold: the lowest threshold whose alert rate stays
-within the alert budget and whose alert precision reaches the precision floor (lowest → the
-highest recall those two constraints allow). The budget is relative: `budget` alerts per
-need-day, i.e. alert rate <= budget × label prevalence (1.5 by default: a vehicle is alerted on
-about the 15 days before its need, plus half as many again for false alarms). The precision
-floor (0.5) bounds the volume too (<= 2 × prevalence). Both defaults are settings
-(AUTOPDM_ALERT_BUDGET, AUTOPDM_MIN_PRECISION).
+The threshold comes from a cost model (docs/operating-point.md has the reasoning and figures):
+
+* an alert costs `cost_alert` (a call, and perhaps a visit that finds nothing to do yet);
+* a need that gets no early warning costs `cost_missed_need` (breakdown, towing, worn discs,
+  a lost customer).
+
+A work order on a vehicle whose calibrated risk is p is worth p × cost_missed_need − cost_alert,
+so an alert pays off from the break-even risk cost_alert / cost_missed_need up. The threshold is
+that break-even risk, raised where needed so that the alerts on the validation rows stay within
+the alert budget (at most `budget` × the need prevalence of the vehicle-days). Both parts are
+smooth in the data: the break-even risk is a constant, and the budget's threshold is a quantile
+of many calibrated risks, not a count of the few needs. (The rule before — the largest volume
+whose counted precision reached 0.5, else fill the budget — flipped between its two branches
+from one retrain to the next and moved the alert rate by orders of magnitude.)
 """
 
 from __future__ import annotations
@@ -17,9 +24,6 @@ import pandas as pd
 
 from autopdm import components
 from autopdm.config import Settings
-
-DEFAULT_ALERT_BUDGET = Settings.model_fields["alert_budget"].default
-DEFAULT_MIN_PRECISION = Settings.model_fields["min_precision"].default
 
 
 def platt(margin: np.ndarray, y: np.ndarray, spw: float) -> dict:
@@ -34,50 +38,72 @@ def platt(margin: np.ndarray, y: np.ndarray, spw: float) -> dict:
     return {"method": "platt", "a": float(lr.coef_[0, 0]), "b": float(lr.intercept_[0]), "fitted": True}
 
 
-def threshold_for_budget(rows: pd.DataFrame, risk: np.ndarray, component: str, budget: float = DEFAULT_ALERT_BUDGET,
-                         min_precision: float = DEFAULT_MIN_PRECISION) -> tuple[float, dict]:
-    """Lowest threshold with alert rate <= budget and precision >= min_precision (on these rows).
+def costs(cost_missed_need: float | None = None, cost_alert: float | None = None, budget: float | None = None) -> dict:
+    """The cost model's parameters: the given values, else the settings (AUTOPDM_COST_MISSED_NEED,
+    AUTOPDM_COST_ALERT, AUTOPDM_ALERT_BUDGET)."""
+    s = Settings()
+    out = {"cost_missed_need": s.cost_missed_need if cost_missed_need is None else float(cost_missed_need),
+           "cost_alert": s.cost_alert if cost_alert is None else float(cost_alert),
+           "alert_budget": s.alert_budget if budget is None else float(budget)}
+    if not out["cost_alert"] < out["cost_missed_need"]:
+        raise ValueError(f"cost of an alert ({out['cost_alert']:g}, AUTOPDM_COST_ALERT) must be below the cost of a "
+                         f"missed need ({out['cost_missed_need']:g}, AUTOPDM_COST_MISSED_NEED): no alert could pay off")
+    if not out["alert_budget"] > 0:
+        raise ValueError(f"alert budget {out['alert_budget']:g} (AUTOPDM_ALERT_BUDGET) must be positive")
+    return out
 
-    When no threshold reaches the precision floor within the budget, the threshold that fills the
-    budget is used and `info["precision_floor_met"]` is False.
-    """
-    y = rows[components.get(component).label].to_numpy() == 1
+
+def threshold_at_volume(risk: np.ndarray, k: float) -> float:
+    """The threshold whose number of alerts (rows with risk >= it) comes closest to k, by ratio.
+
+    Only cuts between distinct values exist: a block of tied risks is alerted whole or not at all.
+    With k < 1 (or no rows): just above the highest risk, so that none of these rows is alerted."""
+    r = np.sort(np.asarray(risk, dtype=float))[::-1]
+    if len(r) == 0 or k < 1:
+        return float(np.nextafter(r[0], np.inf)) if len(r) else 1.0
+    last_of_value = np.r_[r[1:] != r[:-1], True]
+    counts = np.flatnonzero(last_of_value) + 1                # alert counts of the possible cuts
+    i = int(np.argmin(np.abs(np.log(counts / float(k)))))
+    return float(r[counts[i] - 1])
+
+
+def choose_threshold(risk: np.ndarray, cost_missed_need: float, cost_alert: float, budget: float) -> tuple[float, dict]:
+    """The operating threshold on calibrated risks of validation rows → (threshold, what decided it).
+
+    max(break-even risk, the threshold that fills the budget): the break-even risk decides when the
+    model is confident enough that fewer alerts than the budget pay off, the budget otherwise."""
     risk = np.asarray(risk, dtype=float)
     n = len(risk)
-    order = np.argsort(-risk, kind="stable")
-    r_sorted = risk[order]
-    tp = np.cumsum(y[order])
-    k = np.arange(1, n + 1)
-    # only cut between distinct risk values: alerting at threshold r_sorted[i] alerts everything >= it
-    last_of_value = np.r_[r_sorted[1:] != r_sorted[:-1], True]
-    prec = tp / k
-    max_rate = budget * float(y.mean()) if n else 0.0
-    ok = last_of_value & (k <= max_rate * n) & (prec >= min_precision)
-    info = {"alert_budget": budget, "max_alert_rate": max_rate, "min_precision": min_precision}
-    if ok.any():
-        i = int(np.flatnonzero(ok).max())
-        info["precision_floor_met"] = True
-    else:
-        within = np.flatnonzero(last_of_value & (k <= max_rate * n))
-        i = int(within.max()) if len(within) else 0
-        info["precision_floor_met"] = False
-    thr = float(r_sorted[i]) if n else 0.5
-    info.update({"calib_alert_rate": float((risk >= thr).mean()) if n else 0.0,
-                 "calib_precision": float(y[risk >= thr].mean()) if (risk >= thr).any() else float("nan")})
-    return thr, info
+    break_even = cost_alert / cost_missed_need
+    prevalence = float(risk.mean()) if n else 0.0             # calibrated: the expected share of need-days
+    max_rate = budget * prevalence
+    t_budget = threshold_at_volume(risk, max_rate * n)
+    thr = max(break_even, t_budget)
+    alerted = risk >= thr
+    exp_prec = float(risk[alerted].mean()) if alerted.any() else float("nan")
+    return thr, {
+        "rule": "break-even risk" if break_even >= t_budget else "alert budget",
+        "cost_missed_need": cost_missed_need, "cost_alert": cost_alert, "alert_budget": budget,
+        "break_even_risk": break_even, "budget_threshold": t_budget, "prevalence": prevalence,
+        "max_alert_rate": max_rate, "break_even_alert_rate": float((risk >= break_even).mean()) if n else 0.0,
+        "calib_alert_rate": float(alerted.mean()) if n else 0.0,
+        "expected_precision": exp_prec,
+        "expected_value_per_alert": exp_prec * cost_missed_need - cost_alert if alerted.any() else float("nan"),
+    }
 
 
-def set_operating_point(cand, df: pd.DataFrame, split, spw: float, budget: float = DEFAULT_ALERT_BUDGET,
-                        min_precision: float = DEFAULT_MIN_PRECISION):
+def set_operating_point(cand, df: pd.DataFrame, split, spw: float, cost_model: dict | None = None):
     """Platt calibration and the alert threshold of `cand` (a Champion), fitted in place → (rows, their risk, threshold info).
 
     Fitted on every row the trees never saw before the test period: the calibration vehicles plus the
-    early-stopping vehicles (same period; the latter only chose the number of boosting rounds). At the
-    sizes we run, the precision-at-volume curve on the calibration vehicles alone was noisy enough to
-    move the threshold by a third of the alert volume."""
+    early-stopping vehicles (same period; the latter only chose the number of boosting rounds).
+    cost_model: `costs(...)` (default: the settings)."""
+    cm = cost_model or costs()
     rows = df.loc[split.calib | split.early_stop]
     y = rows[components.get(cand.component).label].to_numpy(dtype=np.int8)
     cand.calibration = platt(cand.margin(rows[cand.feature_names]), y, spw)
     risk = cand.predict(rows)
-    cand.threshold, info = threshold_for_budget(rows, risk, cand.component, budget, min_precision)
+    cand.threshold, info = choose_threshold(risk, cm["cost_missed_need"], cm["cost_alert"], cm["alert_budget"])
+    alerted = risk >= cand.threshold
+    info["calib_precision"] = float(y[alerted].mean()) if alerted.any() else float("nan")  # counted, for reference
     return rows, risk, info
