@@ -403,6 +403,13 @@ def test_forged_and_cross_site_forms_are_refused(browser, server, ui_home):
     r = page.request.post(f"{server}/ui/vehicles/{vin}/outcomes", max_redirects=0,
                           form={"csrf": csrf, "work_order_id": api["alerts"][other]["work_order_id"], "status": "booked"})
     assert r.status == 404 and len(outcomes(ui_home)) == before
+    # while today's own recommendation for this car (sent or not) takes an outcome
+    r = page.request.post(f"{server}/ui/vehicles/{vin}/outcomes", max_redirects=0,
+                          form={"csrf": csrf, "work_order_id": wid, "status": "booked"})
+    assert r.status == 303
+    got = outcomes(ui_home)
+    new = got[got["work_order_id"] == wid]
+    assert len(got) == before + 1 and list(new[["vehicle_id", "component", "status"]].iloc[0]) == [vin, comp, "booked"]
     ctx.close()
 
 

@@ -50,6 +50,11 @@ def _fingerprint(token: bytes) -> str:
     return "api-token:" + hashlib.sha256(b"autopdm-principal\0" + token).hexdigest()[:16]
 
 
+def configured() -> bool:
+    """Whether the server has a token at all (without one nobody signs in)."""
+    return bool(_server_token())
+
+
 def check_token(token: str) -> Principal | None:
     """The caller presenting `token` at sign-in, or None. Without a configured token nobody signs in."""
     server = _server_token()

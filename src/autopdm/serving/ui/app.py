@@ -96,6 +96,7 @@ class Pages:
     def __init__(self, get_service: Callable[[], Any]) -> None:
         self.get_service = get_service
         self.templates = templates()
+        self.alerts = fleet.AlertsOfSnapshot()
 
     # -- helpers ---------------------------------------------------------------------------------
     def snapshot(self):
@@ -143,7 +144,9 @@ class Pages:
         principal = access.check_token(str(form.get("token") or ""))
         if principal is None:
             await asyncio.sleep(SIGNIN_FAIL_DELAY_S)
-            return self._signin(request, 401, "That token is not valid.", nxt)
+            why = "That token is not valid." if access.configured() else \
+                "No token is configured on this server (AUTOPDM_API_TOKEN): nobody can sign in."
+            return self._signin(request, 401, why, nxt)
         resp = RedirectResponse(local_next(request, nxt), status_code=303)
         access.start(resp, request, principal)
         return resp
@@ -174,7 +177,7 @@ class Pages:
         except ValueError:
             return self.message(request, session, 400, "Bad page number", "page: a whole number from 1.")
         snap = self.snapshot()
-        data = await run_in_threadpool(_list_data, snap, self.paths, comp, band, page)
+        data = await run_in_threadpool(_list_data, self.alerts(snap), snap, self.paths, comp, band, page)
         return self.render(request, "list.html", session, component=comp, band=band, page=page, **data)
 
     @signed_in
@@ -211,8 +214,8 @@ class Pages:
         return self.message(request, session, 404, "Not found", "There is no such page.")
 
 
-def _list_data(snap, paths, comp: str, band: str, page: int) -> dict:
-    alerts = [a for a in fleet.alerts(snap) if not comp or a.component == comp]
+def _list_data(alerts: list[fleet.Alert], snap, paths, comp: str, band: str, page: int) -> dict:
+    alerts = [a for a in alerts if not comp or a.component == comp]
     counts = {b: sum(a.band == b for a in alerts) for b in fleet.BANDS}
     alerts = [a for a in alerts if not band or a.band == band]
     pages = max(1, -(-len(alerts) // PAGE_SIZE))

@@ -3,8 +3,8 @@ work orders with their delivery state and recorded outcomes.
 
 "Today" is the snapshot's latest feature day (`Snapshot.features.max_date`): the day the fleet was
 scored for. The list is what `autopdm score` would alert on that day (the same staleness rule),
-computed once per snapshot; delivery states and outcomes are read at every request, since the
-dispatcher and the CRM change them at any time.
+computed once per snapshot (`AlertsOfSnapshot`); delivery states and outcomes are read at every
+request, since the dispatcher and the CRM change them at any time.
 """
 
 from __future__ import annotations
@@ -47,28 +47,33 @@ def today(snap: Snapshot) -> date:
     return snap.features.max_date or date.today()
 
 
-_cache: tuple[Snapshot, list[Alert]] | None = None
-_cache_lock = threading.Lock()
-
-
 def alerts(snap: Snapshot) -> list[Alert]:
-    """Every alerting (vehicle, component) of the fleet today, riskiest first (once per snapshot)."""
-    global _cache
-    with _cache_lock:
-        if _cache is not None and _cache[0] is snap:
-            return _cache[1]
-        day, out = today(snap), []
-        for v, latest in snap.latest.items():
-            if (day - latest.day).days > MAX_STALENESS_DAYS:
-                continue
-            contact = snap.features.contact(v)
-            for comp, c in recommend.finalize(v, latest.scored, day).items():
-                if c["alert"]:
-                    out.append(Alert(v, contact["customer_id"], contact["channel"], comp, components.get(comp).part,
-                                     c["risk"], c["risk_band"], c["recommended_window"], c["work_order_id"], latest.day))
-        out.sort(key=lambda a: (-a.risk, a.vehicle_id, a.component))
-        _cache = (snap, out)
-        return out
+    """Every alerting (vehicle, component) of the fleet today, riskiest first."""
+    day, out = today(snap), []
+    for v, latest in snap.latest.items():
+        if (day - latest.day).days > MAX_STALENESS_DAYS:
+            continue
+        contact = snap.features.contact(v)
+        for comp, c in recommend.finalize(v, latest.scored, day).items():
+            if c["alert"]:
+                out.append(Alert(v, contact["customer_id"], contact["channel"], comp, components.get(comp).part,
+                                 c["risk"], c["risk_band"], c["recommended_window"], c["work_order_id"], latest.day))
+    out.sort(key=lambda a: (-a.risk, a.vehicle_id, a.component))
+    return out
+
+
+class AlertsOfSnapshot:
+    """`alerts` computed once per snapshot: they change only when the service swaps in a new one."""
+
+    def __init__(self) -> None:
+        self._last: tuple[Snapshot, list[Alert]] | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, snap: Snapshot) -> list[Alert]:
+        with self._lock:
+            if self._last is None or self._last[0] is not snap:
+                self._last = (snap, alerts(snap))
+            return self._last[1]
 
 
 # ------------------------------------------------------------------------------- work orders and outcomes
