@@ -7,7 +7,7 @@ export BENTOML_DO_NOT_TRACK := true
 export DO_NOT_TRACK := true
 export MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK := true
 
-.PHONY: demo test install bench bench-scale bench-dask-parity clean
+.PHONY: demo test install chromium bench bench-scale bench-dask-parity clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,17 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/autopdm demo
 
-test: $(STAMP)
+# The /ui browser test drives Debian's chromium through Playwright (which cannot download a browser here).
+# Installed only when missing, and only where apt-get can be used (as root, or with password-less sudo);
+# elsewhere the browser test skips and says why.
+chromium:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif ! command -v apt-get >/dev/null 2>&1; then echo "chromium: missing and no apt-get here; the /ui browser test will skip"; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	elif sudo -n true 2>/dev/null; then sudo -n apt-get update -qq && sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else echo "chromium: missing and apt-get needs root; the /ui browser test will skip"; fi
+
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q
 
 # The single-machine targets; bench-scale (10,000 vehicles, ~20 GB peak) and bench-dask-parity are separate.

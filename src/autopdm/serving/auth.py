@@ -11,12 +11,20 @@ from autopdm.config import Settings
 # and the client schema that bentoml.SyncHTTPClient reads) are open; everything else needs the token
 PUBLIC_PATHS = frozenset({"/livez", "/readyz", "/metrics", "/healthz", "/schema.json", "/docs.json", "/docs"})
 PUBLIC_PREFIXES = ("/static_content/",)
+# the service advisor's pages (serving.ui) check their own sign-in (a session cookie, CSRF tokens on their
+# forms) and take HTML forms; the bearer token is never asked for there, and the cookie is valid nowhere else
+UI_PATH = "/ui"
 DOCS_PAGE = "/"  # where BentoML serves the documentation page; public as /docs
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
+def is_ui(path: str) -> bool:
+    return path == UI_PATH or path.startswith(UI_PATH + "/")
+
+
 def is_public(path: str) -> bool:
-    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+    """Reached without the bearer token: open paths, and the advisor's pages (signed in on their own)."""
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES) or is_ui(path)
 
 
 def _is_json(content_type: bytes | None) -> bool:
@@ -27,9 +35,9 @@ def _is_json(content_type: bytes | None) -> bool:
 
 
 class AuthLimitMiddleware:
-    """Bearer token on everything but health, metrics and the API docs; 415 on bodies that are not
-    JSON (the API has no form or file inputs, and BentoML would parse them as forms); 413 on big
-    bodies.
+    """Bearer token on everything but health, metrics, the API docs and the advisor's pages (which
+    sign in on their own); 415 on bodies that are not JSON outside those pages (the API has no form or
+    file inputs, and BentoML would parse them as forms); 413 on big bodies, everywhere.
 
     Token: AUTOPDM_API_TOKEN. Without one the protected endpoints refuse every request (fail
     closed). Body limit: AUTOPDM_MAX_BODY_BYTES (default 16 MiB), enforced on Content-Length
@@ -46,6 +54,7 @@ class AuthLimitMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path = scope.get("path", "")
+        ui = is_ui(path)
         if path == "/docs":
             scope = dict(scope, path=DOCS_PAGE, raw_path=DOCS_PAGE.encode())
         elif not is_public(path) and not self._authorized(scope):
@@ -53,7 +62,7 @@ class AuthLimitMiddleware:
                                                     "<AUTOPDM_API_TOKEN>); the API documentation is open at /docs"},
                                [(b"www-authenticate", b'Bearer realm="autopdm"')])
         headers = dict(scope.get("headers") or [])
-        if scope.get("method") in BODY_METHODS and not _is_json(headers.get(b"content-type")):
+        if scope.get("method") in BODY_METHODS and not ui and not _is_json(headers.get(b"content-type")):
             ct = headers[b"content-type"].decode("latin-1")[:100]
             return await _json(send, 415, {"error": f"Content-Type: expected application/json, got {ct!r}",
                                            "detail": [{"loc": ["Content-Type"], "msg": "expected application/json"}]})

@@ -2,7 +2,8 @@
 
 Loads the `champion` models by name and delegates: the snapshot it answers from and its hot reload
 (`serving.models`), /assess (`serving.assess`), /predict rows (`serving.requests`), /telemetry
-(`serving.telemetry`), auth and limits (`serving.auth`), per-request isolation (`serving.batching`).
+(`serving.telemetry`), auth and limits (`serving.auth`), per-request isolation (`serving.batching`),
+the service advisor's pages at /ui (`serving.ui`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from starlette.responses import JSONResponse
 
 from autopdm.config import Paths, Settings, quiet_telemetry
 from autopdm.serving import assess as assessing
-from autopdm.serving import metrics_dir, telemetry
+from autopdm.serving import metrics_dir, telemetry, ui
 from autopdm.serving.auth import AuthLimitMiddleware
 from autopdm.serving.batching import MicroBatcher
 from autopdm.serving.ledger import TelemetryLedger
@@ -94,3 +95,5 @@ class Autopdm:
 
 
 Autopdm.add_asgi_middleware(AuthLimitMiddleware)
+# the advisor's pages read the running service instance (its snapshot and home) and sign in with a cookie
+Autopdm.mount_asgi_app(ui.create_app(bentoml.get_current_service), path=ui.MOUNT)
