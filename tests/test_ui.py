@@ -120,8 +120,9 @@ def ui_home(tmp_path_factory) -> Path:
     """A fleet with readings and champions; work orders scored 3 days before its last day and delivered
     to a real reference CRM receiver."""
     home = tmp_path_factory.mktemp("ui") / "var"
+    # a cheap alert (break-even risk 1 %): this small fleet's risks stay low, and the page needs alerts to show
     r = subprocess.run([sys.executable, "-c", BUILD, str(home), str(VEHICLES), str(DAYS), str(SEED)],
-                       env=home_env(home), capture_output=True, text=True, timeout=900)
+                       env=home_env(home, AUTOPDM_COST_ALERT="5"), capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     last = pd.read_parquet(home_paths(home).table("features"), columns=["date"])["date"].max()
     port = free_port()
