@@ -5,13 +5,18 @@ next refresh (a vehicle the CRM hands over becomes known to /assess, a changed c
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 
-from autopdm import store
+from autopdm import schemas, store
+from autopdm.ingest import crm
 
 from .service_fleet import fleet_copy, headers, home_paths, post, serving
 
@@ -163,3 +168,52 @@ def test_the_same_batch_posted_at_once_is_imported_once(server, home):
     assert sorted(a.pop("duplicate") for a in answers) == [False] + [True] * 5
     assert all(a == answers[0] for a in answers)
     assert answers[0]["tables"]["vehicles"]["new"] == 300
+
+
+# -- fuzzing: whatever a CRM sends, never a 5xx, and every row is accounted for ------------------
+
+FUZZ = settings(derandomize=True, database=None, deadline=None, max_examples=60, print_blob=False,
+                phases=[Phase.explicit, Phase.reuse, Phase.generate],
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])
+text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
+values = (st.none() | st.booleans() | st.integers(-10**20, 10**20) | st.floats() | text
+          | st.sampled_from([NEW, "2025-11-03", "brake", "front", "pad_mm", "sms", "replace", "booked", "3.5", ""]))
+
+
+GOOD = {"vehicle_id": [NEW], "preferred_channel": ["sms", "email"], "event_id": ["E-1", "E-2"], "date": ["2025-11-03"],
+        "component": ["brake", "tire", "battery", "other"], "action": ["replace", "inspect"], "inspection_id": ["I-7", "I-8"],
+        "position": ["front", "rear", "fl", "-"], "measurement": ["pad_mm", "tread_mm", "battery_soh_pct"],
+        "value": [3.5, 7.0, 80.0], "work_order_id": ["wo-1", "wo-2"], "status": ["booked", "done_ok"]}
+
+
+def rows_of(table: str):
+    """Rows with any fields, and rows with at least the required ones, often plausible (so that most
+    batches get to the row checks and some rows are stored)."""
+    keys = st.sampled_from(list(schemas.TABLES[table].names)) | text
+    anything = st.dictionaries(keys, values, max_size=12)
+    required = st.builds(lambda req, extra: {**extra, **req},
+                         st.fixed_dictionaries({k: st.sampled_from(GOOD[k]) | values for k in crm.REQUIRED[table]}), anything)
+    return st.lists(required | anything, max_size=6)
+
+
+@FUZZ
+@given(vehicles=rows_of("vehicles"), service_events=rows_of("service_events"),
+       inspections=rows_of("inspections"), outcomes=rows_of("outcomes"))
+def test_any_records_get_an_answer_that_accounts_for_every_row(server, home, vehicles, service_events, inspections, outcomes):
+    tables = {"vehicles": vehicles, "service_events": service_events, "inspections": inspections, "outcomes": outcomes}
+    content = json.dumps(tables, allow_nan=True, sort_keys=True)
+    batch = "fuzz-" + hashlib.sha1(content.encode()).hexdigest()  # one batch id per content: no 409s
+    r = httpx.post(server + "/records", content=json.dumps({"batch_id": batch, **tables}, allow_nan=True),
+                   headers={**headers(), "Content-Type": "application/json"}, timeout=60)
+    assert r.status_code < 500 and "Traceback" not in r.text, r.text[:500]
+    if r.status_code != 200:
+        assert r.status_code == 400 and r.json()["detail"][0]["loc"], r.text
+        return
+    got = r.json()
+    for t, rows in tables.items():
+        if rows and not got["duplicate"]:
+            assert got["accepted"][t] + got["rejected_count"][t] == len(rows), (t, got)
+            assert sorted({x["row"] for x in got["rejected"] if x["table"] == t}) == \
+                sorted(x["row"] for x in got["rejected"] if x["table"] == t)  # one reason per rejected row
+    for t in tables:  # whatever was stored is valid
+        assert schemas.validate(store.read_table(t, home_paths(home)), t).n_quarantined == 0, t

@@ -82,7 +82,7 @@ def ingest(paths: Paths, ledger: RecordsLedger, batch_id: str, tables: dict[str,
     for table, df in frames.items():
         missing = crm.missing_required(table, df.columns)
         if missing:
-            raise RequestError(table, f"no row has the required field(s) {missing}; a {table} row needs "
+            raise RequestError(table, f"no row has the required field(s) {missing}; every {table} row needs "
                                       f"{', '.join(crm.REQUIRED[table])}")
 
     def write() -> dict:
