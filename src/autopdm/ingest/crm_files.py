@@ -222,7 +222,9 @@ def read_jsonl(text: str, name: str) -> Rows:
         if not isinstance(obj, dict):
             bad.append((n, f"a JSON {type(obj).__name__}, not an object", s))
             continue
-        nested = next((k for k, v in obj.items() if isinstance(v, (dict, list))), None)
+        # a nested value needs a second { or [: most lines have none and skip the look
+        nested = next((k for k, v in obj.items() if isinstance(v, (dict, list))), None) \
+            if "{" in s[1:] or "[" in s else None
         if nested is not None:
             bad.append((n, f"{nested}: an object or array, expected a single value", s))
             continue

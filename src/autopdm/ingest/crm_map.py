@@ -160,10 +160,10 @@ def apply(df: pd.DataFrame, tm: TableMap, table: str, decimal: str = ".") -> tup
     why = pd.Series(np.nan, index=df.index, dtype=object)
     schema = schemas.TABLES[table]
     for col in df.columns:
-        s = df[col].map(lambda v: v.strip() if isinstance(v, str) else v).replace("", None)
+        s = _strings(df[col], lambda t: t.str.strip(), lambda v: v.strip() if isinstance(v, str) else v).replace("", None)
         typ = schema.field(col).type
         if col == "vehicle_id":
-            s = s.map(lambda v: v.upper() if isinstance(v, str) else v)
+            s = _strings(s, lambda t: t.str.upper(), lambda v: v.upper() if isinstance(v, str) else v)
         elif col in tm.values or col in VOCABULARIES:
             s = _vocabulary(s, tm.values.get(col, {}), own=col in VOCABULARIES)
         if pa.types.is_date(typ):
@@ -178,9 +178,17 @@ def apply(df: pd.DataFrame, tm: TableMap, table: str, decimal: str = ".") -> tup
 VOCABULARIES = frozenset({"preferred_channel", "component", "action", "position", "measurement", "verdict", "status"})
 
 
+def _strings(s: pd.Series, vectorised, one) -> pd.Series:
+    """`vectorised(s)` when every value is text or missing (a CSV's columns: fast), else `one` per value
+    (JSON values may be numbers)."""
+    if pd.api.types.infer_dtype(s, skipna=True) in ("string", "empty"):
+        return vectorised(s)
+    return s.map(one)
+
+
 def _vocabulary(s: pd.Series, mapping: dict[str, str], own: bool) -> pd.Series:
     """The map's values; our own vocabularies (`own`) match without regard to case."""
-    text = s.map(lambda v: fold_value(v) if v is not None and v == v else None)
+    text = _strings(s, lambda t: t.str.strip().str.lower(), lambda v: fold_value(v) if v is not None and v == v else None)
     mapped = text.map(mapping) if mapping else pd.Series(np.nan, index=s.index, dtype=object)
     return mapped.where(mapped.notna(), text if own else s)
 
@@ -188,7 +196,7 @@ def _vocabulary(s: pd.Series, mapping: dict[str, str], own: bool) -> pd.Series:
 def _dates(s: pd.Series, col: str, fmt: str | None, why: pd.Series) -> pd.Series:
     """ISO dates (YYYY-MM-DD); with the map's format, dates written that way. Anything else is a
     reason, never a guess (03/04 is March or April depending on the CRM)."""
-    text = s.map(lambda v: None if v is None or v != v else str(v))
+    text = _strings(s, lambda t: t, lambda v: None if v is None or v != v else str(v))
     if fmt is None:
         iso = text.str.match(ISO_DATE.pattern).fillna(False).astype(bool)
         parsed = pd.to_datetime(text.where(iso).str[:10], format="%Y-%m-%d", errors="coerce")
