@@ -266,6 +266,14 @@ def test_line_numbers_count_quoted_line_breaks_and_binary_lines_are_quarantined(
     assert "3 fields, the header has 4" in q["reason"].iat[0] and "binary" in q["reason"].iat[1]
 
 
+def test_a_quote_never_closed_does_not_swallow_the_lines_after_it_silently(home, tmp_path):
+    f = tmp_path / "v.csv"
+    f.write_text('vehicle_id,preferred_channel,make\n9BRBL3HE5E0123456,sms,"Toyota\nWVWZZZAUZKW204117,email,VW\n')
+    r = run("--vehicles", f, map_file=None)
+    assert r.exit_code == 1 and "lines 2-3: a quote opened and not closed?" in r.output, r.output
+    assert store.read_table("vehicles", home).empty
+
+
 def test_required_columns_are_those_without_which_no_row_is_valid():
     """crm.REQUIRED decides whether a file is a table's export at all: it must agree with validation."""
     good = {

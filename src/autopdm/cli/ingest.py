@@ -86,11 +86,12 @@ def ingest_crm(
     for r in reports:
         _print_crm_report(r)
     rows = sum(r.rows for r in reports)
-    console.print(f"{rows:,} rows in {time.perf_counter() - t0:.1f} s")
+    console.print(f"{rows:,} row(s) in {time.perf_counter() - t0:.1f} s")
     failed, quarantined = sum(bool(r.error) for r in reports), sum(r.quarantined for r in reports)
     if failed or quarantined:
-        console.print(escape(f"{failed} file(s) unreadable, {quarantined:,} row(s) quarantined (reasons: "
-                             f"{p.records / 'quarantine'}/); every good row was imported"), soft_wrap=True)
+        what = [f"{failed} file(s) unreadable"] * bool(failed) + \
+            [f"{quarantined:,} row(s) quarantined (reasons: {p.records / 'quarantine'}/)"] * bool(quarantined)
+        console.print(escape("; ".join(what) + "; every good row was imported"), soft_wrap=True)
         raise typer.Exit(1)
 
 
@@ -98,7 +99,7 @@ def _print_crm_report(r: crm_files.FileReport) -> None:
     if r.error:
         console.print(f"[red]error:[/red] {escape(r.error)}", soft_wrap=True)
         return
-    console.print(escape(f"{r.table} ({r.path}): {r.rows:,} rows: {r.new:,} new, {r.changed:,} changed, "
+    console.print(escape(f"{r.table} ({r.path}): {r.rows:,} row(s): {r.new:,} new, {r.changed:,} changed, "
                          f"{r.unchanged:,} unchanged, {r.quarantined:,} quarantined"), soft_wrap=True)
     if r.ignored_columns:
         console.print(escape(f"  columns not kept: {', '.join(r.ignored_columns)}"), soft_wrap=True)

@@ -159,7 +159,9 @@ def read_csv(text: str, name: str) -> Rows:
     lines_in = io.StringIO(text, newline="")
     header_line = next(line for line in lines_in if line.strip())
     lines_in.seek(0)
-    reader = csv.reader(lines_in, delimiter=_delimiter(header_line))
+    # strict: a quote opened and never closed is an error at the end of the file, not a field that
+    # silently swallows every line after it
+    reader = csv.reader(lines_in, delimiter=_delimiter(header_line), strict=True)
     header, rows, where, bad = None, [], [], []
     prev = 0
     while True:
@@ -168,7 +170,10 @@ def read_csv(text: str, name: str) -> Rows:
         except StopIteration:
             break
         except csv.Error as exc:
-            bad.append((prev + 1, f"not CSV: {exc}", ""))
+            why = f"not CSV: {exc}"
+            if reader.line_num > prev + 1:
+                why += f" (lines {prev + 1}-{reader.line_num}: a quote opened and not closed?)"
+            bad.append((prev + 1, why, ""))
             prev = reader.line_num
             continue
         line, prev = prev + 1, reader.line_num
