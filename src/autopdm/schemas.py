@@ -281,7 +281,9 @@ def conform(df: pd.DataFrame, table: str) -> pd.DataFrame:
         elif pa.types.is_floating(f.type):
             col = pd.to_numeric(col, errors="coerce").astype("float64")
         elif pa.types.is_integer(f.type):
-            col = pd.to_numeric(col, errors="coerce").astype("Int32")
+            num = pd.to_numeric(col, errors="coerce")
+            # 2019.5, 1e30 or inf is not an int32: unparseable (quarantined by `validate`), not a crash
+            col = num.where(num.between(-2**31, 2**31 - 1) & (num % 1 == 0)).astype("Int32")
         elif pa.types.is_boolean(f.type):
             col = parse_booleans(col)
         elif pa.types.is_date(f.type):

@@ -17,11 +17,13 @@ from rich.table import Table
 from autopdm.cli.common import clear_errors, console, fail, paths, progress
 from autopdm.ingest import can as can_ingest
 from autopdm.ingest import canlive
+from autopdm.ingest import crm_files, crm_map
 from autopdm.ingest import csvlogs
 from autopdm.ingest import upload as up
 from autopdm.ingest.codecs import dbc as dbc_mod
 
-ingest_app = typer.Typer(help="Record or import telemetry into canonical samples.", no_args_is_help=True)
+ingest_app = typer.Typer(help="Record or import telemetry into canonical samples, and the workshop's records from its CRM.",
+                         no_args_is_help=True)
 
 
 @ingest_app.command("csv")
@@ -57,6 +59,52 @@ def _exit_for(quarantined: int, failed: int, files: int) -> None:
         console.print(f"{files} file(s): {failed} unreadable, {quarantined:,} record(s) quarantined "
                       "(reasons: var/telemetry/quarantine/, `autopdm` keeps every good record)")
         raise typer.Exit(1)
+
+
+@ingest_app.command("crm")
+def ingest_crm(
+    vehicles: Optional[Path] = typer.Option(None, "--vehicles", help="the CRM's vehicles export"),
+    service_events: Optional[Path] = typer.Option(None, "--service-events", help="its service history (visits, repairs)"),
+    inspections: Optional[Path] = typer.Option(None, "--inspections", help="its inspection readings (pads, tread, battery tests)"),
+    outcomes: Optional[Path] = typer.Option(None, "--outcomes", help="what became of autopdm's work orders"),
+    map_file: Optional[Path] = typer.Option(None, "--map", help="YAML: the CRM's column names, values and date formats → ours"),
+) -> None:
+    """Import the workshop's records from a CRM export: CSV or JSON Lines by suffix (.csv, .jsonl,
+    .ndjson, and .gz of each). Rows are validated one by one and upserted by their natural keys, so
+    importing the same export again changes nothing. Exit status 0: every row imported; 1: rows
+    quarantined or a file unreadable (the rest imported, a summary per table); 2: bad options."""
+    files = {t: f for t, f in (("vehicles", vehicles), ("service_events", service_events),
+                               ("inspections", inspections), ("outcomes", outcomes)) if f is not None}
+    if not files:
+        raise fail("give at least one of --vehicles, --service-events, --inspections, --outcomes")
+    with clear_errors(crm_map.MapError):
+        cmap = crm_map.load(map_file)
+    p = paths()
+    t0 = time.perf_counter()
+    with console.status("importing records"):
+        reports = crm_files.import_exports(files, p, cmap)
+    for r in reports:
+        _print_crm_report(r)
+    rows = sum(r.rows for r in reports)
+    console.print(f"{rows:,} row(s) in {time.perf_counter() - t0:.1f} s")
+    failed, quarantined = sum(bool(r.error) for r in reports), sum(r.quarantined for r in reports)
+    if failed or quarantined:
+        what = [f"{failed} file(s) unreadable"] * bool(failed) + \
+            [f"{quarantined:,} row(s) quarantined (reasons: {p.records / 'quarantine'}/)"] * bool(quarantined)
+        console.print(escape("; ".join(what) + "; every good row was imported"), soft_wrap=True)
+        raise typer.Exit(1)
+
+
+def _print_crm_report(r: crm_files.FileReport) -> None:
+    if r.error:
+        console.print(f"[red]error:[/red] {escape(r.error)}", soft_wrap=True)
+        return
+    console.print(escape(f"{r.table} ({r.path}): {r.rows:,} row(s): {r.new:,} new, {r.changed:,} changed, "
+                         f"{r.unchanged:,} unchanged, {r.quarantined:,} quarantined"), soft_wrap=True)
+    if r.ignored_columns:
+        console.print(escape(f"  columns not kept: {', '.join(r.ignored_columns)}"), soft_wrap=True)
+    for why in r.reasons[:5]:
+        console.print(escape(f"  quarantined {r.path.name} {why}"), soft_wrap=True)
 
 
 @contextlib.contextmanager

@@ -2,8 +2,8 @@
 
 Loads the `champion` models by name and delegates: the snapshot it answers from and its hot reload
 (`serving.models`), /assess (`serving.assess`), /predict rows (`serving.requests`), /telemetry
-(`serving.telemetry`), auth and limits (`serving.auth`), per-request isolation (`serving.batching`),
-the service advisor's pages at /ui (`serving.ui`).
+(`serving.telemetry`), /records (`serving.records`), auth and limits (`serving.auth`), per-request
+isolation (`serving.batching`), the service advisor's pages at /ui (`serving.ui`).
 """
 
 from __future__ import annotations
@@ -15,10 +15,12 @@ from starlette.responses import JSONResponse
 from autopdm.config import Paths, Settings, quiet_telemetry
 from autopdm.serving import assess as assessing
 from autopdm.serving import metrics_dir, telemetry, ui
+from autopdm.serving import records as records_in
 from autopdm.serving.auth import AuthLimitMiddleware
 from autopdm.serving.batching import MicroBatcher
 from autopdm.serving.ledger import TelemetryLedger
 from autopdm.serving.models import ModelState
+from autopdm.serving.records import RecordRows
 from autopdm.serving.requests import BatchId, FeatureRows, IsoDate, Records, RequestError, VehicleIds, rows_matrix
 from autopdm.serving.snapshot import predict_many
 
@@ -42,6 +44,7 @@ class Autopdm:
         self.paths = Paths.from_env().ensure()
         self.models = ModelState(self.paths, self.settings)
         self.ledger = TelemetryLedger(self.paths.telemetry / "batches.sqlite")
+        self.records_ledger = records_in.RecordsLedger(self.paths.records / "batches.sqlite")
         self._assess = MicroBatcher(assessing.answer_many)
         self._predict = MicroBatcher(predict_many, max_batch=64)
 
@@ -90,6 +93,16 @@ class Autopdm:
         """Canonical samples and DTC events from a workshop uploader; idempotent per batch_id."""
         try:
             return telemetry.ingest(self.paths, self.ledger, batch_id, samples, dtc_events)
+        except RequestError as exc:
+            return exc.response()
+
+    @bentoml.api
+    def records(self, batch_id: BatchId, vehicles: RecordRows = [], service_events: RecordRows = [],  # noqa: B006
+                inspections: RecordRows = [], outcomes: RecordRows = []) -> dict:  # noqa: B006
+        """The CRM's vehicles, service events, inspections and outcomes; idempotent per batch_id."""
+        tables = {"vehicles": vehicles, "service_events": service_events, "inspections": inspections, "outcomes": outcomes}
+        try:
+            return records_in.ingest(self.paths, self.records_ledger, batch_id, tables)
         except RequestError as exc:
             return exc.response()
 
