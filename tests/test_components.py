@@ -18,6 +18,8 @@ from autopdm.pipeline.features import build_features
 from autopdm.serving.score import score_fleet
 from autopdm.sim.fleet import simulate_fleet, write_fleet
 
+from .asgi import service_app
+
 FAST = {"num_iterations": 40, "early_stopping_rounds": 10, "min_data_in_leaf": 20}
 COOLANT_KM = 6_000.0
 
@@ -97,9 +99,7 @@ def test_a_fourth_component_from_features_to_work_order(home, monkeypatch):
         res = train_all(home, params=FAST)
         assert res["coolant"]["version"] and res["coolant"]["metrics"]["pr_auc"] > 0.2
 
-        from autopdm.serving.service import Autopdm  # bentoml: imported by the test that serves
-
-        with TestClient(Autopdm.to_asgi()) as client:
+        with TestClient(service_app()) as client:
             as_of = str(pd.to_datetime(feats["date"]).max().date())
             vins = list(fleet.vehicles["vehicle_id"])
             r = client.post("/assess", json={"vehicle_ids": vins, "as_of": as_of},

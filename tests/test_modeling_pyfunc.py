@@ -13,6 +13,8 @@ import yaml
 from autopdm import components, store
 from autopdm.pipeline.features import build_features
 
+from .asgi import service_app
+
 FAST = {"num_iterations": 40, "learning_rate": 0.1, "early_stopping_rounds": 10}
 TOKEN = "pyfunc-t0ken"
 
@@ -43,7 +45,6 @@ def test_pyfunc_champion_and_service_give_the_same_risk(trained):
 
     from autopdm.modeling.champion import load_champions
     from autopdm.serving.feature_index import latest_feature_rows
-    from autopdm.serving.service import Autopdm  # bentoml: imported by the test that serves
 
     paths, df, res = trained
     champs = load_champions(paths)
@@ -51,7 +52,7 @@ def test_pyfunc_champion_and_service_give_the_same_risk(trained):
     as_of = df["date"].max() - pd.Timedelta(days=2)
     rows = latest_feature_rows(paths, vids, as_of).reset_index(drop=True)
     assert len(rows) == len(vids)
-    with TestClient(Autopdm.to_asgi()) as client:
+    with TestClient(service_app()) as client:
         h = {"Authorization": f"Bearer {TOKEN}"}
         r = client.post("/assess", json={"vehicle_ids": vids, "as_of": as_of.date().isoformat()}, headers=h)
         assert r.status_code == 200, r.text

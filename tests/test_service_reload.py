@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import threading
 import time
+from types import SimpleNamespace
 
 import httpx
 import pandas as pd
 import pytest
 
 from autopdm import components, store
+from autopdm.modeling import tracking
 from autopdm.modeling.tracking import client as tracking_client
 
 from .service_fleet import fleet_copy, headers, home_paths, post, serving
@@ -20,17 +22,30 @@ CLIENTS = 20
 
 
 def promote_copies(home, threshold: float) -> dict[str, str]:
-    """Register a new version of every champion (same booster, another operating threshold) and
-    move the `champion` alias to it, one component after the other, as a training run does."""
-    c = tracking_client(home_paths(home))
+    """Register a new version of every champion (the same booster at another operating threshold, logged
+    as training logs a model) and move the `champion` alias to it, one component after the other, as a
+    training run does. The threshold lives in the model's own operating point, not in a tag."""
+    import dataclasses
+
+    import mlflow
+
+    from autopdm.modeling.champion import get_champion
+    from autopdm.modeling.train import log_pyfunc
+
+    p = home_paths(home)
+    c = tracking_client(p)
+    feats = store.read_table("features", p)
     out = {}
-    for comp in components.names():
-        name = components.get(comp).model_name
-        mv = c.get_model_version_by_alias(name, components.CHAMPION_ALIAS)
-        new = c.create_model_version(name, source=mv.source, run_id=mv.run_id,
-                                     tags={**mv.tags, "threshold": str(threshold)})
-        c.set_registered_model_alias(name, components.CHAMPION_ALIAS, new.version)
-        out[comp] = str(new.version)
+    with mlflow.start_run(experiment_id=c.get_experiment_by_name(tracking.EXPERIMENT).experiment_id,
+                          run_name=f"threshold {threshold}"):
+        for comp in components.names():
+            champ = get_champion(c, comp)
+            info = {"rule": "test copy", "cost_missed_need": 500.0, "cost_alert": 40.0, "alert_budget": 0.1,
+                    "break_even_risk": threshold}
+            cand = SimpleNamespace(model=dataclasses.replace(champ, threshold=threshold), threshold_info=info)
+            new = str(log_pyfunc(cand, feats[champ.feature_names].head(5).astype("float64")).registered_model_version)
+            c.set_registered_model_alias(champ.name, components.CHAMPION_ALIAS, new)
+            out[comp] = new
     return out
 
 
