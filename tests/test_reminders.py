@@ -106,3 +106,122 @@ def test_stopped_telemetry_is_said_not_guessed():
     f = od.forecast(od.daily_driving(trips)[VIN], date(2026, 3, 20))
     assert f.status == "telemetry stopped since 2026-03-01" and f.reach(1e9) is None
     assert od.forecast(None, date(2026, 3, 20), vehicle_id=VIN).status == "no telemetry"
+
+
+# -- due dates and reminders -----------------------------------------------------------------------
+
+from autopdm.pipeline import reminders as rm  # noqa: E402
+
+
+def _schedules(text: str, tmp_path) -> schedules.Schedules:
+    p = tmp_path / "s.yaml"
+    p.write_text(text)
+    return schedules.load(p)
+
+
+def test_due_date_is_the_earlier_of_km_and_time(tmp_path):
+    s = _schedules("services: {oil: {text: Oil, done_by: [other/replace]}}\n"
+                   "schedules: {default: {oil: {every_km: 15000, every_months: 12}}}\n", tmp_path)
+    trips = regular_trips(120, weekday_km=50, weekend_km=50)          # 50 km a day, odometer 26,000 on Apr 30
+    dd = od.daily_driving(trips)[VIN]
+    as_of = date(2026, 4, 30)
+    fc = od.forecast(dd, as_of)
+    car = {"make": "Fiat", "model": "500", "first_registration_date": date(2020, 6, 1)}
+    # done at 13,000 km on 2025-05-20: due by time (2026-05-20) before 28,000 km (2026-06-09)
+    events = [(date(2025, 5, 20), "other", "replace", 13_000.0)]
+    (d,) = rm.due_services(car, events, fc, as_of, s)
+    assert (d["due_by"], d["due_date"], d["due_km"], d["days_left"]) == ("time", "2026-05-20", 28_000, 20)
+    assert d["forecast"]["date"] == "2026-06-09"
+    # done at 11,500 km on 2025-12-01: 26,500 km in 10 days comes before 2026-12-01
+    events = [(date(2025, 12, 1), "other", "replace", 11_500.0)]
+    (d,) = rm.due_services(car, events, fc, as_of, s)
+    assert (d["due_by"], d["due_date"], d["days_left"]) == ("km", "2026-05-10", 10)
+    # never done: the next multiple of 15,000 km, or the next registration anniversary
+    (d,) = rm.due_services(car, [], fc, as_of, s)
+    assert d["due_km"] == 30_000 and d["due_by_date"] == "2026-06-01" and d["due_by"] == "time"
+    # telemetry stopped: only the time limit counts, and the status says why
+    late = od.forecast(dd, date(2026, 6, 20))
+    (d,) = rm.due_services(car, events, late, date(2026, 6, 20), s)
+    assert d["due_by"] == "time" and d["forecast"] is None and d["odometer_status"].startswith("telemetry stopped since")
+
+
+class _NoAlerts:
+    """A stand-in champion that never alerts: these tests are about reminders, not risks."""
+    feature_names, threshold, name, version = [], 0.5, "autopdm-none", "1"
+
+    def predict(self, X):
+        return np.zeros(len(X))
+
+
+def _home_with_cars(home):
+    from autopdm import store
+    from autopdm.ingest.crm import import_records
+
+    cars = pd.DataFrame({"vehicle_id": [VIN, "WVWZZZ1KZAW000999"], "make": ["Fiat", "Fiat"], "model": ["500", "500"],
+                         "first_registration_date": ["2020-06-01", "2020-06-01"], "customer_id": ["C1", "C2"],
+                         "preferred_channel": ["wechat", "email"]})
+    events = pd.DataFrame({"event_id": ["E1"], "vehicle_id": [VIN], "date": ["2025-12-01"], "odometer_km": [16_500.0],
+                           "component": ["brake"], "action": ["inspect"]})
+    res = import_records({"vehicles": cars, "service_events": events}, home, origin="test")
+    assert not any(r.quarantined for r in res.values())
+    trips = regular_trips(131, weekday_km=50, weekend_km=50)   # 26,000 km on 2026-04-30, to 2026-05-11
+    store.write_table(trips.assign(source="sim"), "trips", home)
+    feats = pd.DataFrame({"vehicle_id": [VIN], "date": [pd.Timestamp("2026-04-30")]})
+    store.write_table(feats, "features", home)
+
+
+def test_reminder_issued_once_per_service_and_due_date_and_delivered_signed(home, tmp_path, monkeypatch):
+    from autopdm.delivery.outbox import Outbox
+    from autopdm.serving.score import score_fleet
+
+    from .conftest import free_port
+    from .procs import SECRET, receiver_work_orders, start_receiver, stop
+
+    _home_with_cars(home)
+    port = free_port()
+    proc = start_receiver(home.home, port, tmp_path / "receiver.log")
+    try:
+        monkeypatch.setenv("AUTOPDM_CRM_WEBHOOK_URL", f"http://127.0.0.1:{port}/work-orders")
+        monkeypatch.setenv("AUTOPDM_CRM_WEBHOOK_SECRET", SECRET)
+        champs = {"brake": _NoAlerts()}
+        # brake check done at 16,500 km: due at 26,500 km = 10 days after Apr 30 → not yet
+        r0 = score_fleet("2026-04-28", home, emit=True, champions=champs)
+        assert r0.reminders == [] and r0.enqueued == 0
+        r1 = score_fleet("2026-05-04", home, emit=True, champions=champs)   # 26,200 km: due May 10, 6 days
+        (rem,) = [r for r in r1.reminders if r["service"] == "brake_check"]
+        assert rem["kind"] == "reminder" and rem["channel"] == "wechat" and rem["customer_id"] == "C1"
+        assert rem["due"]["due_date"] == "2026-05-10" and rem["due"]["due_km"] == 26_500
+        assert r1.delivery["delivered"] >= 1
+        # the same day again, and the next days while the forecast moves: nothing new
+        for day in ("2026-05-04", "2026-05-08"):
+            r = score_fleet(day, home, emit=True, champions=champs)
+            assert rem["work_order_id"] not in Outbox.open(home).rows(status="pending")
+            assert r.enqueued == 0, (day, r.summary())
+        got = [w for w in receiver_work_orders(port) if w["work_order_id"] == rem["work_order_id"]]
+        # the receiver verified the signature and stored the body once, as sent
+        assert len(got) == 1 and got[0]["_deliveries"] == 1
+        assert {k: v for k, v in got[0].items() if not k.startswith("_")} == rem
+        rows = [r for r in Outbox.open(home).rows() if r["work_order_id"] == rem["work_order_id"]]
+        assert len(rows) == 1 and rows[0]["component"] == "reminder:brake_check" and rows[0]["status"] == "delivered"
+        # no personal data in the payload: the customer id and channel only
+        assert set(rem) >= {"customer_id", "channel"} and not {"name", "phone", "email"} & set(rem)
+    finally:
+        stop(proc)
+
+
+def test_a_service_done_closes_the_undelivered_reminder(home):
+    from autopdm.delivery.outbox import CLOSED, Outbox
+    from autopdm.ingest.crm import import_records
+    from autopdm.serving.score import score_fleet
+
+    _home_with_cars(home)
+    champs = {"brake": _NoAlerts()}
+    r = score_fleet("2026-05-04", home, emit=True, deliver=False, champions=champs)
+    rid = next(x["work_order_id"] for x in r.reminders if x["service"] == "brake_check")
+    import_records({"service_events": pd.DataFrame({
+        "event_id": ["E2"], "vehicle_id": [VIN], "date": ["2026-05-06"], "odometer_km": [26_300.0],
+        "component": ["brake"], "action": ["inspect"]})}, home, origin="test")
+    r = score_fleet("2026-05-07", home, emit=True, deliver=False, champions=champs)
+    row = next(x for x in Outbox.open(home).rows() if x["work_order_id"] == rid)
+    assert row["status"] == CLOSED and "service done on 2026-05-06" in row["closed_reason"]
+    assert not [x for x in r.reminders if x["service"] == "brake_check"]   # next one: 36,300 km

@@ -14,7 +14,6 @@ from datetime import date
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import yaml
 
@@ -152,17 +151,32 @@ def add_months(d: date, months: int) -> date:
     return date(y, m, min(d.day, last))
 
 
-def last_done(events: pd.DataFrame, rule: Rule, as_of: date) -> tuple[date, float | None] | None:
+def event_lists(service_events: pd.DataFrame | None) -> dict[str, list[tuple]]:
+    """vehicle → its service records as (date, component, action, odometer km or None), oldest first."""
+    if service_events is None or service_events.empty:
+        return {}
+    ev = service_events
+    d = pd.to_datetime(ev["date"]).dt.date
+    odo = pd.to_numeric(ev["odometer_km"], errors="coerce")
+    out: dict[str, list[tuple]] = {}
+    for row in sorted(zip(ev["vehicle_id"].astype(str), d, ev["component"], ev["action"], odo),
+                      key=lambda r: (r[0], r[1])):
+        out.setdefault(row[0], []).append((row[1], row[2], row[3], None if pd.isna(row[4]) else float(row[4])))
+    return out
+
+
+def last_done(events: list[tuple] | None, rule: Rule, as_of: date) -> tuple[date, float | None] | None:
     """(date, odometer km or None) of the latest record on or before `as_of` that counts as `rule`'s
-    service done. `events`: one vehicle's service_events."""
-    if events is None or events.empty:
-        return None
+    service done. `events`: one vehicle's records as `event_lists` gives them (oldest first)."""
     kinds = set(rule.done_by)
-    d = pd.to_datetime(events["date"]).dt.date
-    m = np.array([(c, a) in kinds for c, a in zip(events["component"], events["action"])], dtype=bool) & (d <= as_of).to_numpy()
-    if not m.any():
-        return None
-    hit = events.loc[m].assign(_d=d[m]).sort_values("_d")
-    last = hit.iloc[-1]
-    same_day = hit[hit["_d"] == last["_d"]]["odometer_km"].dropna()
-    return last["_d"], (float(same_day.max()) if len(same_day) else None)
+    best_d, best_km = None, None
+    for d, comp, act, km in events or ():
+        if d > as_of:
+            break
+        if (comp, act) not in kinds:
+            continue
+        if best_d is None or d > best_d:
+            best_d, best_km = d, km
+        elif km is not None and (best_km is None or km > best_km):   # several records that day
+            best_km = km
+    return None if best_d is None else (best_d, best_km)
