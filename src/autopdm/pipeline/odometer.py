@@ -71,9 +71,8 @@ class Forecast:
             d = self.as_of.isoformat()
             return {"date": d, "earliest": d, "latest": d}
         days = np.arange(1, HORIZON_DAYS + 1)
-        wd = np.array([(self.as_of + timedelta(days=int(k))).weekday() for k in range(1, 8)])
-        rate = np.where(wd >= 5, self.km_per_day[1], self.km_per_day[0])
-        cum = np.cumsum(np.resize(rate, HORIZON_DAYS))
+        wd = (self.as_of.weekday() + days) % 7
+        cum = np.cumsum(np.where(wd >= 5, self.km_per_day[1], self.km_per_day[0]))
         sd = (self.weekly_km_sd or 0.0) * np.sqrt(days / 7.0)
 
         def first(path: np.ndarray) -> str | None:
@@ -175,7 +174,7 @@ def forecast(dd: DailyDriving | None, as_of: date, service_odometer: tuple[date,
         if seen > 0:   # the odometer saw the trips the logger missed; never shrink (a reading can lag)
             scale = float(np.clip((wodo[b] - wodo[a]) / seen, 1.0, 1.5))
     day_idx = np.arange(lo, end + 1)
-    weekend = np.array([(dd.day0 + timedelta(days=int(k))).weekday() >= 5 for k in day_idx])
+    weekend = (dd.day0.weekday() + day_idx) % 7 >= 5
     w = 0.5 ** ((end - day_idx) / HALF_LIFE_DAYS)
     rates = []
     for grp in (~weekend, weekend):
