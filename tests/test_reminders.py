@@ -95,7 +95,7 @@ def test_forecast_bridges_gaps_and_uses_service_odometer_without_an_odometer_pid
     # no odometer readings; a 10-day gap in telemetry must not be read as 10 parked days
     trips = regular_trips(100, weekday_km=50, weekend_km=50, odometer0=None, skip=set(range(80, 90)))
     dd = od.daily_driving(trips)[VIN]
-    f = od.forecast(dd, date(2026, 4, 10), service_odometer=(date(2026, 1, 1), 30_000.0))
+    f = od.forecast(dd, date(2026, 4, 10), service_odometers=[(date(2026, 1, 1), 30_000.0)])
     assert f.status == "ok" and f.odometer_from == "service record + trips"
     assert f.km_per_day == pytest.approx((50, 50))
     assert f.odometer_km == pytest.approx(30_000 + 50 * 89)   # day 0 is the service day; 10 days unseen

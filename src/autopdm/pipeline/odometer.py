@@ -5,7 +5,8 @@ From the recorded trips only (plain functions over DataFrames and arrays):
 * km per day — the trips' distances by calendar day (UTC) of their start;
 * odometer today — the latest odometer reading (a trip's `odometer_end_km`) plus the km of the
   trips after it; for a car whose logger cannot read the odometer, the latest service record's
-  odometer plus the km of the trips since (it misses the km driven while the logger was unplugged);
+  odometer plus the km of the trips since, scaled by how many km the car drove per km its logger
+  recorded between two earlier service records (the km driven while the logger was unplugged);
 * driving pattern — a mean for Monday–Friday and one for Saturday–Sunday over the last
   `WINDOW_DAYS` days, recent days weighing more (half-life `HALF_LIFE_DAYS`: the trend). Gaps in
   telemetry (a run of `GAP_DAYS` or more days without a trip) are left out rather than counted as
@@ -129,10 +130,11 @@ def _known_days(trips: np.ndarray) -> np.ndarray:
     return known
 
 
-def forecast(dd: DailyDriving | None, as_of: date, service_odometer: tuple[date, float] | None = None,
+def forecast(dd: DailyDriving | None, as_of: date, service_odometers=None,
              vehicle_id: str | None = None) -> Forecast:
-    """The car's odometer and driving pattern at the end of `as_of`. `service_odometer`: the latest
-    service record with an odometer (date, km) on or before `as_of`, used when no trip carries one."""
+    """The car's odometer and driving pattern at the end of `as_of`. `service_odometers`: the car's
+    service records with an odometer, (date, km) oldest first (later ones are ignored), used when no
+    trip carries an odometer reading."""
     vin = dd.vehicle_id if dd is not None else (vehicle_id or "")
     end = dd.index(as_of) if dd is not None else -1
     if dd is None or end < 0:
@@ -148,14 +150,17 @@ def forecast(dd: DailyDriving | None, as_of: date, service_odometer: tuple[date,
     if (as_of - last_trip).days >= STOPPED_DAYS:
         return Forecast(vin, as_of, f"telemetry stopped since {last_trip.isoformat()}", last_trip=last_trip)
     # odometer today
+    recs = [(d, k) for d, k in (service_odometers or ()) if d <= as_of and k is not None]
     with_odo = np.flatnonzero(~np.isnan(odo))
+    scale = 1.0
     if len(with_odo):
         i = int(with_odo[-1])
         now, src = float(odo[i] + km[i + 1:].sum()), "odometer"
-    elif service_odometer is not None and service_odometer[1] is not None:
-        sd, skm = service_odometer
+    elif recs:
+        sd, skm = recs[-1]
         i = max(-1, (sd - dd.day0).days)
-        now, src = float(skm + km[i + 1:].sum()), "service record + trips"
+        scale = _coverage(km, dd.day0, recs)
+        now, src = float(skm + scale * km[i + 1:].sum()), "service record + trips"
     else:
         now, src = None, None
     # driving pattern over the window
@@ -165,7 +170,6 @@ def forecast(dd: DailyDriving | None, as_of: date, service_odometer: tuple[date,
     if known.sum() < MIN_KNOWN_DAYS:
         return Forecast(vin, as_of, f"too little driving recorded (under {MIN_KNOWN_DAYS} days in the last "
                                     f"{WINDOW_DAYS})", now, src, last_trip=last_trip)
-    scale = 1.0
     wodo = odo[lo:]
     have = np.flatnonzero(~np.isnan(wodo))
     if len(have) >= 2 and have[-1] - have[0] >= 14:
@@ -190,21 +194,34 @@ def forecast(dd: DailyDriving | None, as_of: date, service_odometer: tuple[date,
     return Forecast(vin, as_of, OK, now, src, (rates[0], rates[1]), sd, last_trip)
 
 
+def _coverage(km: np.ndarray, day0: date, recs: list[tuple[date, float]]) -> float:
+    """How many km the car drove per km its logger recorded, between its last two service records at
+    least 30 days apart while the logger was in (1 when unknown): what unplugged days cost."""
+    d2, k2 = recs[-1]
+    for d1, k1 in reversed(recs[:-1]):
+        if (d2 - d1).days >= 30 and d1 >= day0:
+            seen = km[(d1 - day0).days + 1:(d2 - day0).days + 1].sum()
+            return float(np.clip((k2 - k1) / seen, 1.0, 1.6)) if seen > 0 else 1.0
+    return 1.0
+
+
 def forecast_fleet(trips: pd.DataFrame, service_events: pd.DataFrame | None, as_of: date,
                    vehicle_ids: list[str] | None = None) -> dict[str, Forecast]:
     """`forecast` for every vehicle (those in `vehicle_ids`, else every vehicle with trips)."""
     dds = daily_driving(trips, as_of)
-    anchors = latest_service_odometer(service_events, as_of)
+    recs = service_odometers(service_events)
     ids = vehicle_ids if vehicle_ids is not None else list(dds)
-    return {v: forecast(dds.get(v), as_of, anchors.get(v), vehicle_id=v) for v in ids}
+    return {v: forecast(dds.get(v), as_of, recs.get(v), vehicle_id=v) for v in ids}
 
 
-def latest_service_odometer(service_events: pd.DataFrame | None, as_of: date) -> dict[str, tuple[date, float]]:
-    """vehicle → (date, km) of its latest service record with an odometer, on or before `as_of`."""
+def service_odometers(service_events: pd.DataFrame | None) -> dict[str, list[tuple[date, float]]]:
+    """vehicle → its service records' (date, odometer km), oldest first (one per day: the highest)."""
     if service_events is None or service_events.empty:
         return {}
     ev = service_events[["vehicle_id", "date", "odometer_km"]].dropna(subset=["odometer_km"])
-    ev = ev.assign(date=pd.to_datetime(ev["date"]).dt.date)
-    ev = ev[ev["date"] <= as_of].sort_values(["vehicle_id", "date", "odometer_km"])
-    last = ev.groupby("vehicle_id").tail(1)
-    return {str(v): (d, float(k)) for v, d, k in zip(last["vehicle_id"], last["date"], last["odometer_km"])}
+    ev = ev.assign(vehicle_id=ev["vehicle_id"].astype(str), date=pd.to_datetime(ev["date"]).dt.date)
+    ev = ev.groupby(["vehicle_id", "date"], sort=True)["odometer_km"].max().reset_index()
+    out: dict[str, list[tuple[date, float]]] = {}
+    for v, d, k in zip(ev["vehicle_id"], ev["date"], ev["odometer_km"]):
+        out.setdefault(v, []).append((d, float(k)))
+    return out

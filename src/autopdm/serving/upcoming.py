@@ -43,8 +43,7 @@ class Upcoming:
                 self._cache.move_to_end(key)
                 return hit
         ev = self.events.get(vehicle_id)
-        anchor = next(((d, km) for d, _, _, km in reversed(ev or []) if d <= day and km is not None), None)
-        fc = od.forecast(self.driving.get(vehicle_id), day, anchor, vehicle_id=vehicle_id)
+        fc = od.forecast(self.driving.get(vehicle_id), day, [(d, km) for d, _, _, km in ev or ()], vehicle_id=vehicle_id)
         out = reminders.due_services(self.vehicles.get(vehicle_id, {}), ev, fc, day, self.schedules)
         with self._lock:
             self._cache[key] = out
