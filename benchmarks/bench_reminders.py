@@ -79,6 +79,7 @@ def run_fleet(seed: int, vehicles: int, days: int) -> pd.DataFrame:
     events = schedules.event_lists(f.service_events)
     odos = od.service_odometers(f.service_events)
     vins = list(f.vehicles["vehicle_id"])
+    with_odo = set(f.trips.loc[f.trips["odometer_end_km"].notna(), "vehicle_id"])
     regs = [pd.Timestamp(r).date() for r in f.vehicles["first_registration_date"]]
     rows = []
     for v, m, T in milestones(f.true_odometer):
@@ -107,7 +108,7 @@ def run_fleet(seed: int, vehicles: int, days: int) -> pd.DataFrame:
                         crm = d
             if ours is not None and crm is not None and exact is not None:
                 break
-        rows.append({"seed": seed, "vehicle": vin, "km": m, "T": T,
+        rows.append({"seed": seed, "vehicle": vin, "km": m, "T": T, "odometer_pid": vin in with_odo,
                      "lead_autopdm": None if ours is None else T - ours, "lead_crm": None if crm is None else T - crm,
                      "lead_exact": None if exact is None else T - exact,
                      "status": status if ours is None else "ok"})
@@ -133,6 +134,13 @@ def report(df: pd.DataFrame) -> None:
         print(f"  {label:40s} on time (5–9 days) {share(lead.fillna(-999)):.2f}   "
               f"early >9 {(got > 9).sum() / n:.2f}   late <5 {(got < 5).sum() / n:.2f}   none {lead.isna().sum() / n:.2f}   "
               f"median |lead−7| {float((got - 7).abs().median()) if len(got) else float('nan'):.1f} d")
+    for pid, part in df.groupby("odometer_pid"):
+        print(f"  autopdm, cars {'with' if pid else 'without'} an odometer reading in their trips: "
+              f"on time {share(part['lead_autopdm'].fillna(-999)):.2f} ({len(part)} milestones); "
+              f"CRM guess {share(part['lead_crm'].fillna(-999)):.2f}")
+    for seed, part in df.groupby("seed"):
+        print(f"  fleet {seed}: autopdm {share(part['lead_autopdm'].fillna(-999)):.2f}, "
+              f"CRM guess {share(part['lead_crm'].fillna(-999)):.2f} ({len(part)} milestones)")
     sent = df.dropna(subset=["lead_autopdm"])
     print(f"  autopdm, of the reminders it sent: on time {share(sent['lead_autopdm']):.2f} ({len(sent)})")
     why = Counter(df.loc[df["lead_autopdm"].isna(), "status"])
