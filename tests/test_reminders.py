@@ -139,6 +139,11 @@ def test_due_date_is_the_earlier_of_km_and_time(tmp_path):
     # never done: the next multiple of 15,000 km, or the next registration anniversary
     (d,) = rm.due_services(car, [], fc, as_of, s)
     assert d["due_km"] == 30_000 and d["due_by_date"] == "2026-06-01" and d["due_by"] == "time"
+    # passed 1,000 km ago at 50 km a day: 20 days overdue, reminded; 2,000 km ago (40 days): left to the advisor
+    (d,) = rm.due_services(car, [(date(2025, 12, 1), "other", "replace", 10_000.0)], fc, as_of, s)
+    assert (d["due_by"], d["days_left"], d["due_date"]) == ("km", -20, "2026-04-10") and rm.upcoming([d]) == [d]
+    (d,) = rm.due_services(car, [(date(2025, 12, 1), "other", "replace", 9_000.0)], fc, as_of, s)
+    assert d["days_left"] == -40 and rm.upcoming([d]) == []
     # telemetry stopped: only the time limit counts, and the status says why
     late = od.forecast(dd, date(2026, 6, 20))
     (d,) = rm.due_services(car, events, late, date(2026, 6, 20), s)

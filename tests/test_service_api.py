@@ -145,7 +145,7 @@ def test_assess_shows_upcoming_service_reminders(server, home):
         assert v["upcoming_reminders"] == want
         shown += len(want)
         for s in want:
-            assert s["days_left"] <= 30 and s["reminder"] == (s["days_left"] <= 7)
+            assert s["days_left"] <= 30 and s["reminder"] == (-30 <= s["days_left"] <= 7)
     assert shown > 0
 
 

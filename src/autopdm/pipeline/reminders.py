@@ -7,8 +7,8 @@
   earlier of the day the odometer forecast (`pipeline.odometer`) reaches the km and the time limit;
   when telemetry has stopped or the odometer is unknown only the time limit counts, and the
   reminder says why.
-* A reminder is issued when the due date is at most `LEAD_DAYS` days away (an overdue service at
-  once). Its id is `rm-` + 24 hex of SHA-256 over vehicle, service and the milestone (due km and
+* A reminder is issued when the due date is at most `LEAD_DAYS` days away (a service overdue by
+  up to `OVERDUE_DAYS` at once; when a km milestone was passed is estimated from the car's pace). Its id is `rm-` + 24 hex of SHA-256 over vehicle, service and the milestone (due km and
   due-by date), which stay the same until the service is recorded as done: one reminder per
   service and due date, however often the fleet is scored and however the forecast moves.
 * Payloads carry the customer id and preferred channel only (no names or phone numbers), like work
@@ -27,6 +27,7 @@ from autopdm.delivery import outbox
 from autopdm.pipeline import odometer as od
 
 LEAD_DAYS = 7
+OVERDUE_DAYS = 30
 KIND = "reminder"
 
 
@@ -78,7 +79,10 @@ def due_services(vehicle: dict, events: list[tuple] | None, fc: od.Forecast, as_
                 due_km = (fc.odometer_km // rule.every_km + 1) * rule.every_km
         by_time = _time_limit(rule, last, reg, as_of)
         reach = fc.reach(due_km) if due_km is not None else None
-        cands = [(d, why) for d, why in ((reach and date.fromisoformat(reach["date"]), "km"), (by_time, "time")) if d]
+        km_day = reach and date.fromisoformat(reach["date"])
+        if reach and fc.odometer_km > due_km and sum(fc.km_per_day) > 0:   # passed: about when, at its pace
+            km_day = as_of - timedelta(days=round((fc.odometer_km - due_km) / ((5 * fc.km_per_day[0] + 2 * fc.km_per_day[1]) / 7)))
+        cands = [(d, why) for d, why in ((km_day, "km"), (by_time, "time")) if d]
         if not cands:
             continue
         due_date, by = min(cands)
@@ -116,8 +120,10 @@ def fleet_due(vehicles: pd.DataFrame, service_events: pd.DataFrame, trips: pd.Da
 
 
 def upcoming(due: list[dict], lead_days: int = LEAD_DAYS) -> list[dict]:
-    """The services whose reminder is issued at this day (due within `lead_days`, or overdue)."""
-    return [s for s in due if s["days_left"] <= lead_days]
+    """The services whose reminder is issued at this day: due within `lead_days`, or overdue by at
+    most OVERDUE_DAYS (a service overdue for longer — a car whose records start now, a schedule
+    the workshop just tightened — is for the advisor to raise, not a burst of automatic messages)."""
+    return [s for s in due if -OVERDUE_DAYS <= s["days_left"] <= lead_days]
 
 
 def payloads(due_by_vehicle: dict[str, list[dict]], vehicles: pd.DataFrame, as_of,

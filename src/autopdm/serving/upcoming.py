@@ -1,8 +1,8 @@
 """Upcoming service reminders of a car at a day, for /assess and the advisor's page.
 
 The inputs — the vehicles, their service records and their trips by day — are read once per
-snapshot (the first time one is asked for: a second or two for a large fleet) and kept with it, so
-they change when the features do. Each vehicle-day is then ~2–3 ms (the odometer forecast and one
+snapshot (in the background as soon as it is built; a request that comes earlier waits for them)
+and kept with it, so they change when the features do. Each vehicle-day is then ~2–3 ms (the odometer forecast and one
 due date per service) and kept in a small cache.
 """
 
@@ -52,9 +52,11 @@ class Upcoming:
         return out
 
     def upcoming(self, vehicle_id: str, day: date, horizon_days: int = HORIZON_DAYS) -> list[dict]:
-        """The services due within `horizon_days`, each saying whether its reminder is out (`reminder`)."""
-        return [{**_public(s), "reminder": s["days_left"] <= reminders.LEAD_DAYS}
-                for s in self.due(vehicle_id, day) if s["days_left"] <= horizon_days]
+        """The services due within `horizon_days` (overdue ones too), each saying whether its reminder
+        goes out at this day (`reminder`: due within LEAD_DAYS, or overdue by at most OVERDUE_DAYS)."""
+        due = self.due(vehicle_id, day)
+        out_now = {s["reminder_id"] for s in reminders.upcoming(due)}
+        return [{**_public(s), "reminder": s["reminder_id"] in out_now} for s in due if s["days_left"] <= horizon_days]
 
 
 def _public(s: dict) -> dict:
@@ -75,6 +77,14 @@ def of(snapshot) -> Upcoming:
                 up = Upcoming(snapshot.features.paths)
                 snapshot._upcoming = up
     return up
+
+
+def warm(snapshot) -> None:
+    """Read the snapshot's inputs ahead of the first request (a background thread of serving.models)."""
+    try:
+        of(snapshot)
+    except (schedules.ScheduleError, OSError, ValueError, KeyError) as exc:
+        log.warning("upcoming reminders unavailable: %s", exc)
 
 
 def safe_upcoming(snapshot, vehicle_id: str, day: date) -> list[dict]:

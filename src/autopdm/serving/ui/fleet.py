@@ -247,7 +247,8 @@ def _with_delivery(due: list[dict], rows: list[dict]) -> list[dict]:
     out = []
     for s in due:
         r = by_id.get(s["reminder_id"])
-        text = r["state_text"] if r else ("goes out at the next scoring" if s["reminder"]
+        text = r["state_text"] if r else ("goes out at the next scoring" if s["reminder"] else
+                                          "not sent: overdue too long for an automatic reminder" if s["days_left"] < 0
                                           else f"goes out {reminders.LEAD_DAYS} days before")
         out.append({**s, "state_text": text})
     return out
