@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from autopdm.serving import recommend
-from autopdm import store
+from autopdm import schedules, store
 from autopdm.pipeline import reminders
 from autopdm.config import Paths, Settings
 from autopdm.delivery.dispatcher import Dispatcher
@@ -57,6 +57,7 @@ def score_fleet(as_of, paths: Paths | None = None, emit: bool = False, deliver: 
     res.vehicles = len(vehicles)
     if vehicles.empty:
         return res
+    scheds = schedules.load()   # a bad schedules file is said before any work is done
     champions = champions or load_champions(paths)
     rows = latest_feature_rows(paths, list(vehicles["vehicle_id"]), as_of)
     res.no_features = res.vehicles - (rows["vehicle_id"].nunique() if len(rows) else 0)
@@ -74,14 +75,14 @@ def score_fleet(as_of, paths: Paths | None = None, emit: bool = False, deliver: 
                 counts[comp][c["risk_band"]] += 1
         res.alerts = {c: dict(v) for c, v in counts.items()}
     events = store.read_table("service_events", paths)
-    res.reminders = reminders.payloads(reminders.fleet_due(vehicles, events, _trips(paths), as_of), vehicles, as_of)
+    res.reminders = reminders.payloads(reminders.fleet_due(vehicles, events, _trips(paths), as_of, scheds), vehicles, as_of)
     if emit:
         ob = Outbox.open(paths)
         er = ob.enqueue(res.work_orders + res.reminders, as_of=as_of)
         res.enqueued, res.suppressed = len(er.enqueued), len(er.suppressed)
         # after enqueueing: an order for a part that was serviced on the scoring day itself is closed
         # before any delivery, instead of going out once and being closed by the next run
-        res.closed = ob.close_serviced(events, as_of) + reminders.close_done(ob, events, as_of)
+        res.closed = ob.close_serviced(events, as_of) + reminders.close_done(ob, events, as_of, scheds)
         if deliver and Settings().crm_webhook_url:
             with Dispatcher(ob, timeout=5.0) as d:
                 res.delivery = d.run_once(deadline=time.monotonic() + 60).as_dict()
