@@ -34,7 +34,7 @@ test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q
 
 # The single-machine targets; bench-scale (10,000 vehicles, ~20 GB peak) and bench-dask-parity are separate.
-BENCHES := simulate obd can_import features train service
+BENCHES := simulate obd can_import features train service reminders
 bench: $(STAMP)
 	for b in $(BENCHES); do echo "== benchmarks/bench_$$b.py"; $(BIN)/python benchmarks/bench_$$b.py || exit 1; done
 

@@ -128,6 +128,27 @@ def test_assess_answers_from_the_scored_fleet(server, home):
                 {c: x["work_order_id"] for c, x in e["components"].items()}
 
 
+def test_assess_shows_upcoming_service_reminders(server, home):
+    """Each assessed car carries its services due within 30 days, as the reminders module computes
+    them from the same records (the odometer forecast from its trips, the schedules)."""
+    from autopdm.serving.upcoming import Upcoming
+
+    p = home_paths(home)
+    feats = store.read_table("features", p)
+    day = pd.to_datetime(feats["date"]).max().date()
+    vins = sorted(feats["vehicle_id"].unique())[:40]
+    got = post(server, "/assess", {"vehicle_ids": vins, "as_of": str(day)}).json()
+    up = Upcoming(p)
+    shown = 0
+    for v in got["vehicles"]:
+        want = up.upcoming(v["vehicle_id"], day)
+        assert v["upcoming_reminders"] == want
+        shown += len(want)
+        for s in want:
+            assert s["days_left"] <= 30 and s["reminder"] == (-30 <= s["days_left"] <= 7)
+    assert shown > 0
+
+
 def test_past_days_are_capped_per_request(server, home):
     feats = store.read_table("features", home_paths(home), columns=["vehicle_id", "date"])
     vins = sorted(feats["vehicle_id"].unique())

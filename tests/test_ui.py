@@ -415,6 +415,29 @@ def test_forged_and_cross_site_forms_are_refused(browser, server, ui_home):
 
 
 @pytest.mark.slow
+def test_vehicle_page_shows_upcoming_service_reminders(server, ui_home):
+    """The car's services due within 30 days as /assess gives them, each with what became of its
+    reminder (the fixture's `score --emit` sent those due within 7 days of its day)."""
+    vins = list(store.read_table("vehicles", home_paths(ui_home))["vehicle_id"])
+    r = httpx.post(server + "/assess", json={"vehicle_ids": vins}, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
+    due = {v["vehicle_id"]: v["upcoming_reminders"] for v in r.json()["vehicles"] if v["upcoming_reminders"]}
+    assert due, "the fleet must have services due within 30 days"
+    sent = {o["work_order_id"] for o in outbox_rows(ui_home) if o["component"].startswith("reminder:")}
+    assert sent, "score --emit sends service reminders"
+    with httpx.Client(timeout=30) as c:
+        sign_in(c, server)
+        for vin, items in list(due.items())[:5]:
+            page = c.get(server + f"/ui/vehicles/{vin}").text
+            section = page[page.index('id="reminders"'):page.index('id="work-orders"')]
+            for s in items:
+                assert s["reminder_id"] in section and s["text"] in section and f"due {s['due_date']}" in section
+                if s["reminder_id"] in sent:
+                    assert "reminder delivered" in section or "reminder closed" in section
+            # reminders are not work orders: no outcome buttons for them
+            assert not any(s["reminder_id"] in page[page.index('id="work-orders"'):] for s in items)
+
+
+@pytest.mark.slow
 def test_pages_answer_quickly_enough_to_measure(server, ui_home):
     """Server-side page times (printed: the figures of docs/advisor-page.md); asserts only that they load."""
     api = assessed(server, ui_home)

@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     access_log: bool = Field(False, description="log every request (costs ~0.7 ms a call)")
     tracing: bool = Field(False, description="OpenTelemetry spans for /assess and /predict too")
     receiver_log: bool = Field(False, description="the reference CRM receiver logs every request")
+    schedules: Optional[Path] = Field(None, description="maintenance schedules the service reminders follow (YAML; "
+                                  "default: the shipped autopdm/data/schedules.yaml)")
     cycles: Optional[Path] = Field(None, description="drive-cycle library for the simulator (default: the shipped one)")
     cache: bool = Field(True, description="cache the simulator's drive-cycle variants under ~/.cache/autopdm")
     mlflow_tracking_uri: Optional[str] = Field(None, validation_alias="MLFLOW_TRACKING_URI",

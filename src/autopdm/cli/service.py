@@ -19,6 +19,7 @@ from autopdm.config import Paths, Settings
 from autopdm.delivery import signing
 from autopdm.delivery.dispatcher import Dispatcher
 from autopdm.delivery.outbox import Outbox
+from autopdm.schedules import ScheduleError
 from autopdm.serving.score import score_fleet
 from autopdm.sim import receiver
 
@@ -60,7 +61,7 @@ def register(app: typer.Typer) -> None:
         with console.status(f"scoring the fleet at {day}"):
             try:
                 res = score_fleet(day, p, emit=emit, deliver=deliver)
-            except FileNotFoundError as exc:
+            except (FileNotFoundError, ScheduleError) as exc:
                 raise fail(str(exc)) from None
         s = res.summary()
         if as_json:
@@ -70,7 +71,7 @@ def register(app: typer.Typer) -> None:
                       f"({s['stale']} stale, {s['no_features']} without features)")
         for comp, bands in s["alerts"].items():
             console.print(f"  {comp:8s} high {bands.get('high', 0):4d}  medium {bands.get('medium', 0):4d}  low {bands.get('low', 0):4d}")
-        console.print(f"work orders: {s['n_work_orders']}")
+        console.print(f"work orders: {s['n_work_orders']}, service reminders due within 7 days: {s['n_reminders']}")
         if emit:
             console.print(f"outbox: {s['enqueued']} enqueued, {s['suppressed']} suppressed (still open), {s['closed']} closed by service")
             if s["delivery"] is not None:

@@ -59,6 +59,12 @@ def encode_body(work_order: dict) -> str:
     return json.dumps(work_order, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+def slot(payload: dict) -> str:
+    """The `component` column of a payload's row, what suppression keys on with the vehicle: a work
+    order's component, or `reminder:<service>` for a service reminder (pipeline.reminders)."""
+    return f"reminder:{payload['service']}" if payload.get("kind") == "reminder" else payload["component"]
+
+
 def connect(path: Path | str) -> sqlite3.Connection:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -123,10 +129,11 @@ class Outbox:
                 for wo in work_orders:
                     win = wo["recommended_window"]
                     ref = str(as_of)[:10] if as_of is not None else win["start"]
+                    comp = slot(wo)
                     clash = con.execute(
                         "SELECT work_order_id FROM outbox WHERE vehicle_id=? AND component=? AND closed_at IS NULL "
                         "AND window_end >= ? LIMIT 1",
-                        (wo["vehicle_id"], wo["component"], ref),
+                        (wo["vehicle_id"], comp, ref),
                     ).fetchone()
                     if clash is not None:
                         res.suppressed.append((wo["work_order_id"], clash[0]))
@@ -135,7 +142,7 @@ class Outbox:
                     cur = con.execute(
                         "INSERT OR IGNORE INTO outbox (work_order_id, vehicle_id, component, window_start, window_end,"
                         " issued_on, body, status, next_attempt_at, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                        (wo["work_order_id"], wo["vehicle_id"], wo["component"], win["start"], win["end"], issued,
+                        (wo["work_order_id"], wo["vehicle_id"], comp, win["start"], win["end"], issued,
                          encode_body(wo), PENDING, now, now),
                     )
                     if cur.rowcount:

@@ -17,7 +17,7 @@ from datetime import date
 
 import pandas as pd
 
-from autopdm.serving import recommend
+from autopdm.serving import recommend, upcoming
 from autopdm.serving.feature_index import latest_rows_many
 from autopdm.serving.requests import RequestError
 from autopdm.serving.snapshot import Snapshot
@@ -86,7 +86,8 @@ def answer(p: Plan) -> dict:
             continue
         d, scored = hit
         out.append({"vehicle_id": v, "feature_date": d.date().isoformat(), **fx.contact(v),
-                    "components": recommend.finalize(v, scored, p.day)})
+                    "components": recommend.finalize(v, scored, p.day),
+                    "upcoming_reminders": upcoming.safe_upcoming(p.snap, v, p.day)})
     if p.from_table:
         found = set(p.scored)
         missing = [v for v in p.vehicles if v not in found]

@@ -18,7 +18,7 @@ from autopdm import components
 from autopdm.config import Paths, Settings
 from autopdm.modeling.champion import load_champions
 from autopdm.modeling.tracking import client as tracking_client
-from autopdm.serving import snapshot
+from autopdm.serving import snapshot, upcoming
 from autopdm.serving.feature_index import FeatureIndex, table_stamp
 
 log = logging.getLogger("autopdm.serving.models")
@@ -101,6 +101,8 @@ class ModelState:
             features = FeatureIndex(self.paths, cols, self.history_days)
         new = snapshot.build(champions, features, self.cache_size)
         self._snap = new
+        # the records upcoming reminders need, read now rather than by the first /assess that asks
+        threading.Thread(target=upcoming.warm, args=(new,), name="autopdm-upcoming", daemon=True).start()
         self.reloads += old is not None
         log.info("answering from %s, features to %s; %d vehicles scored in %.2f s",
                  {c: f"{m.name} v{m.version}" for c, m in champions.items()}, features.max_date, len(new.latest), new.built_s)

@@ -114,6 +114,7 @@ class Fleet:
     lives: pd.DataFrame = field(default_factory=pd.DataFrame)  # hidden: expected life per vehicle × component
     inspections: pd.DataFrame = field(default_factory=lambda: schemas.empty("inspections"))  # schemas.INSPECTIONS
     true_state: pd.DataFrame = field(default_factory=pd.DataFrame)  # hidden: true reading per vehicle × part × position × day
+    true_odometer: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # hidden, not written: km at the end of each day, vehicles × days
 
 
 def vin_check_digit(vin: str) -> str:
@@ -928,7 +929,8 @@ def simulate_fleet(n_vehicles: int, days: int, seed: int, climate: str = "mixed"
         step("raw 1 Hz samples")
         samples = raw_samples(rng.raw, lib, veh, cal, temp, trips, tel, reported, no_starts, raw_vehicles)
     step("done")
-    return Fleet(vehicles_table(veh), trips_df, service_df, dtc_df, true_needs, samples, lives_df, insp_df, true_state)
+    return Fleet(vehicles_table(veh), trips_df, service_df, dtc_df, true_needs, samples, lives_df, insp_df, true_state,
+                 cumkm)
 
 
 def _trip_ids(vin: np.ndarray, start_s: np.ndarray) -> np.ndarray:

@@ -19,7 +19,8 @@ import pandas as pd
 from autopdm import components, store
 from autopdm.config import Paths
 from autopdm.delivery import outbox
-from autopdm.serving import explain, recommend
+from autopdm.pipeline import reminders
+from autopdm.serving import explain, recommend, upcoming
 from autopdm.serving.score import MAX_STALENESS_DAYS
 from autopdm.serving.snapshot import Snapshot
 
@@ -79,12 +80,15 @@ class AlertsOfSnapshot:
 # ------------------------------------------------------------------------------- work orders and outcomes
 
 
-def work_orders(paths: Paths, vehicle_id: str | None = None, window_end_from: date | None = None) -> list[dict]:
+def work_orders(paths: Paths, vehicle_id: str | None = None, window_end_from: date | None = None,
+                service_reminders: bool = False) -> list[dict]:
     """Outbox rows (without their bodies), newest first: one vehicle's, or those whose window ends on or
-    after a day. None when the service has never written an outbox."""
+    after a day. None when the service has never written an outbox. Work orders, or with
+    `service_reminders` the service reminders that share the outbox."""
     if not paths.outbox.exists():
         return []
-    q, args = f"SELECT {OUTBOX_COLUMNS} FROM outbox WHERE 1=1", []
+    q = f"SELECT {OUTBOX_COLUMNS} FROM outbox WHERE component {'' if service_reminders else 'NOT '}LIKE ?"
+    args = [reminders.slot("%")]
     if vehicle_id is not None:
         q, args = q + " AND vehicle_id = ?", [*args, vehicle_id]
     if window_end_from is not None:
@@ -187,6 +191,7 @@ class VehicleView:
     data_day: date
     components: list[ComponentView]
     work_orders: list[dict] = field(default_factory=list)   # outbox rows, each with its `outcomes`
+    reminders: list[dict] = field(default_factory=list)     # services due within 30 days (serving.upcoming)
     unsent: list[dict] = field(default_factory=list)          # alerts without a current work order
 
 
@@ -231,7 +236,22 @@ def vehicle(snap: Snapshot, paths: Paths, vehicle_id: str) -> VehicleView | None
     view.work_orders = [dict(r, outcomes=recorded.get(r["work_order_id"], [])) for r in work_orders(paths, vehicle_id)]
     open_comps = {r["component"] for r in view.work_orders if r["window_end"] >= day.isoformat()}
     view.unsent = [_unsent(c, recorded) for c in comps if c.alert and c.name not in open_comps]
+    view.reminders = _with_delivery(upcoming.safe_upcoming(snap, vehicle_id, day),
+                                    work_orders(paths, vehicle_id, service_reminders=True))
     return view
+
+
+def _with_delivery(due: list[dict], rows: list[dict]) -> list[dict]:
+    """Each upcoming service with what became of its reminder: the outbox row's state, or when it goes out."""
+    by_id = {r["work_order_id"]: r for r in rows}
+    out = []
+    for s in due:
+        r = by_id.get(s["reminder_id"])
+        text = r["state_text"] if r else ("goes out at the next scoring" if s["reminder"] else
+                                          "not sent: overdue too long for an automatic reminder" if s["days_left"] < 0
+                                          else f"goes out {reminders.LEAD_DAYS} days before")
+        out.append({**s, "state_text": text})
+    return out
 
 
 def _unsent(c: ComponentView, recorded: dict[str, list[dict]]) -> dict:
