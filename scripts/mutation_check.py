@@ -81,24 +81,33 @@ MUTATIONS: list[Mutation] = [
          "tests/test_cli_errors.py::test_ingest_can_bad_logs")),
     Mutation(
         "canlog-wrong-line", "the named line is where the import stopped (candump)", "src/autopdm/ingest/canlog.py",
+        "  # the file ends mid-line: a cut-off frame would decode wrong\n"
         "                    out.bad_line(n, \"the file ends in the middle of this line (cut short?)\", line)\n"
-        "                    out.error = CanLogError(path, f\"line {n}\", f\"file ends in the middle of a line ({line.strip()[:40]!r})\")\n"
-        "                    break\n"
-        "                parts = line.split()\n"
-        "                if not parts:\n",
+        "                    out.error = CanLogError(path, f\"line {n}\",",
+        "  # the file ends mid-line: a cut-off frame would decode wrong\n"
         "                    out.bad_line(n, \"the file ends in the middle of this line (cut short?)\", line)\n"
-        "                    out.error = CanLogError(path, f\"line {n - 40}\", f\"file ends in the middle of a line ({line.strip()[:40]!r})\")\n"
-        "                    break\n"
-        "                parts = line.split()\n"
-        "                if not parts:\n",
+        "                    out.error = CanLogError(path, f\"line {n - 40}\",",
         ("tests/test_ingest_can.py::test_truncated_file_keeps_what_was_read_and_names_the_position[.log]",
          "tests/test_ingest_can.py::test_truncated_file_keeps_what_was_read_and_names_the_position[.log.gz]")),
     Mutation(
-        "canlog-wrong-frame", "the named frame is where the import stopped (python-can formats)",
+        "canlog-wrong-frame", "the named frame is where the import stopped (a cut TRC or CSV log)",
+        "src/autopdm/ingest/canlog.py",
+        '            CanLogError(path, f"frame {n + 1} (end of file)", "file ends in the middle of a line")\n    except',
+        '            CanLogError(path, f"frame {n + 21} (end of file)", "file ends in the middle of a line")\n    except',
+        ("tests/test_ingest_can.py::test_truncated_file_keeps_what_was_read_and_names_the_position[.trc]",
+         "tests/test_ingest_can.py::test_truncated_file_keeps_what_was_read_and_names_the_position[.csv]")),
+    Mutation(
+        "canlog-wrong-frame-blf", "the named frame is where the import stopped (a cut BLF log)",
+        "src/autopdm/ingest/canlog.py",
+        '            return CanLogError(path, f"frame {n + 1} (byte {size:,} of {reader.file_size:,})",\n',
+        '            return CanLogError(path, f"frame {n + 21} (byte {size:,} of {reader.file_size:,})",\n',
+        ("tests/test_ingest_can.py::test_truncated_file_keeps_what_was_read_and_names_the_position[.blf]",)),
+    Mutation(
+        "canlog-wrong-frame-mid-file", "the named frame is where a reader failed mid-file",
         "src/autopdm/ingest/canlog.py",
         '    pos = f"frame {n + 1}"\n',
         '    pos = f"frame {n + 21}"\n',
-        ("tests/test_ingest_can.py::test_truncated_file_keeps_what_was_read_and_names_the_position",)),
+        ("tests/test_ingest_can.py::test_corrupt_container_mid_blf_names_the_frame_and_keeps_what_came_before",)),
     # -- ingest: upload ---------------------------------------------------------------------------
     Mutation(
         "upload-ignores-retry-after", "upload waits as long as Retry-After asks", "src/autopdm/ingest/upload.py",
