@@ -126,6 +126,12 @@ MUTATIONS: list[Mutation] = [
         "        except CsvFormatError as exc:\n            if not keep_going:\n                raise\n",
         "        except CsvFormatError as exc:\n            raise\n",
         ("tests/test_cli_errors.py::test_many_files_one_summary_each_in_a_real_process",)),
+    Mutation(
+        "bad-line-stops-the-file", "a bad line is quarantined, the lines after it are still read",
+        "src/autopdm/ingest/canlog.py",
+        '        out.bad_line(n, f"not a candump frame ({exc})", line)\n        return\n',
+        '        raise\n',
+        ("tests/test_ingest_can.py::test_bad_line_in_the_middle_is_skipped_not_fatal",)),
     # -- serving ----------------------------------------------------------------------------------
     Mutation(
         "telemetry-batch-id-reuse-accepted", "a batch id reused with other content is a 409",
@@ -154,6 +160,17 @@ MUTATIONS: list[Mutation] = [
         '        return Message(row["work_order_id"], body.encode("utf-8"))\n',
         '        return Message(f\'{row["work_order_id"]}.{row["attempts"]}\', body.encode("utf-8"))\n',
         ("tests/test_delivery_idempotency.py",)),
+    Mutation(
+        "webhook-signature-wrong-content", "every delivery carries a valid Standard Webhooks signature",
+        "src/autopdm/delivery/signing.py",
+        '            "webhook-signature": wh.sign(msg_id, ts, body.decode("utf-8"))}\n',
+        '            "webhook-signature": wh.sign(msg_id, ts, body.decode("utf-8").strip("}"))}\n',
+        ("tests/test_delivery_signing.py",)),
+    Mutation(
+        "crm-5xx-parked", "a CRM's 5xx is retried with backoff, not given up on", "src/autopdm/delivery/webhook.py",
+        "    permanent = 400 <= code < 500 and code not in RETRYABLE_4XX\n",
+        "    permanent = code >= 400 and code not in RETRYABLE_4XX\n",
+        ("tests/test_outbox.py::test_statuses_5xx_retry_4xx_park_2xx_deliver",)),
     # -- training ---------------------------------------------------------------------------------
     Mutation(
         "gate-always-promotes", "the champion moves only for a candidate at least as good",
