@@ -46,7 +46,7 @@ bench-dask-parity: $(STAMP)
 	$(BIN)/python benchmarks/bench_dask_parity.py
 
 # Before a release, not in every CI run: break each durability promise in a copy of the code and
-# check that a test fails (scripts/mutation_check.py; docs/reliability.md). ~10-15 min on 2 cores.
+# check that a test fails (scripts/mutation_check.py; docs/reliability.md). ~20 min on 2 cores.
 mutation-check: $(STAMP)
 	$(BIN)/python scripts/mutation_check.py
 
