@@ -7,7 +7,7 @@ export BENTOML_DO_NOT_TRACK := true
 export DO_NOT_TRACK := true
 export MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK := true
 
-.PHONY: demo test install chromium bench bench-scale bench-dask-parity clean
+.PHONY: demo test install chromium bench bench-scale bench-dask-parity mutation-check clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ bench-scale: $(STAMP)
 # Dask vs single-machine training, 2,000 vehicles, 4 split seeds (~25 min on 2 cores)
 bench-dask-parity: $(STAMP)
 	$(BIN)/python benchmarks/bench_dask_parity.py
+
+# Before a release, not in every CI run: break each durability promise in a copy of the code and
+# check that a test fails (scripts/mutation_check.py; docs/reliability.md). ~20 min on 2 cores.
+mutation-check: $(STAMP)
+	$(BIN)/python scripts/mutation_check.py
 
 clean:
 	rm -rf var mlruns .pytest_cache

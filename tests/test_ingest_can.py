@@ -103,6 +103,32 @@ def test_truncated_file_keeps_what_was_read_and_names_the_position(home, tmp_pat
     pd.testing.assert_frame_equal(kept, store.read_samples(ref))
 
 
+def test_corrupt_container_mid_blf_names_the_frame_and_keeps_what_came_before(home, tmp_path, traffic):
+    """A reader that fails in the middle (a BLF container that no longer decompresses): the error
+    names the first frame not read, and what was kept is exactly an import of the frames before it."""
+    whole = tmp_path / "whole.blf"
+    with can.BLFWriter(str(whole), max_container_size=8192) as w:   # small containers: many of them
+        for m in traffic:
+            w.on_message_received(m)
+    data = bytearray(whole.read_bytes())
+    for i in range(len(data) // 2, len(data) // 2 + 64):
+        data[i] ^= 0xFF
+    bad = tmp_path / "bad.blf"
+    bad.write_bytes(bytes(data))
+    rep = can_ingest.import_log(bad, home)
+    m = re.search(re.escape(str(bad)) + r": unreadable at frame (\d+)", rep.error or "")
+    assert m, rep.error
+    pos = int(m.group(1))
+    assert 1 < pos < N and rep.frames == pos - 1
+    before = tmp_path / "before.blf"
+    _write(before, list(can.LogReader(whole))[:pos - 1])
+    ref = Paths.from_env(tmp_path / "reference").ensure()
+    assert can_ingest.import_log(before, ref).error is None
+    kept = store.read_samples(home)
+    assert len(kept) > 0
+    pd.testing.assert_frame_equal(kept, store.read_samples(ref))
+
+
 def test_bad_line_in_the_middle_is_skipped_not_fatal(home, tmp_path, traffic):
     path = tmp_path / "mid.log"
     _write(path, traffic)

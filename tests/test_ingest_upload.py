@@ -219,7 +219,8 @@ def test_every_commit_is_fsynced_before_it_returns(home, monkeypatch):
     real_fsync = os.fsync
 
     def fsync(fd):
-        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        # the path and the size the file has when it is synced: the batch's line must already be in it
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"), os.fstat(fd).st_size))
         return real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
@@ -228,9 +229,10 @@ def test_every_commit_is_fsynced_before_it_returns(home, monkeypatch):
         before = len(events)
         size_before = w.segment_path.stat().st_size if w.segment_path.exists() else 0
         w.commit(_rows(2, t0=1_767_254_400.0 + 10 * k))
-        synced = [p for kind, p in events[before:] if kind == "fsync"]
-        assert synced == [str(w.segment_path)]                # exactly the segment, once per commit
-        assert w.segment_path.stat().st_size > size_before
+        size_after = w.segment_path.stat().st_size
+        synced = [(p, size) for kind, p, size in events[before:] if kind == "fsync"]
+        assert synced == [(str(w.segment_path), size_after)]  # exactly the segment, once per commit, after the write
+        assert size_after > size_before
     w.close()
 
 

@@ -8,14 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from autopdm import store
-from autopdm import components
+from autopdm import components, store
+from autopdm.modeling.train import gate_decision
 from autopdm.pipeline.features import build_features, feature_columns
+from autopdm.sim.fleet import simulate_fleet  # first-party: an import error fails the suite, never skips it
 
 COMPONENTS = components.names()
-from autopdm.modeling.train import gate_decision
-
-pytest.importorskip("autopdm.sim.fleet")
 
 FAST = {"num_iterations": 150, "learning_rate": 0.1, "early_stopping_rounds": 20}  # keep the suite quick
 
@@ -23,8 +21,6 @@ FAST = {"num_iterations": 150, "learning_rate": 0.1, "early_stopping_rounds": 20
 @pytest.fixture
 def tiny_fleet(home):
     """A small simulated fleet with its features table under the per-test $AUTOPDM_HOME."""
-    from autopdm.sim.fleet import simulate_fleet
-
     fleet = simulate_fleet(150, 420, seed=7)
     store.write_table(fleet.trips, "trips", home)
     store.write_table(fleet.vehicles, "vehicles", home)
