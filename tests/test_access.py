@@ -80,6 +80,17 @@ def sign_in(c: httpx.Client, url: str, secret: str) -> httpx.Response:
     return c.post(url + "/ui/signin", data={"csrf": csrf, "token": secret, "next": "/ui/"})
 
 
+_SESSIONS: dict = {}
+
+
+def _session(url: str, secret: str) -> httpx.Client | None:
+    """A signed-in client per token (None: the sign-in refused it), made once: a refusal waits 0.5 s."""
+    if (url, secret) not in _SESSIONS:
+        c = httpx.Client(timeout=60)
+        _SESSIONS[(url, secret)] = c if sign_in(c, url, secret).status_code == 303 else None
+    return _SESSIONS[(url, secret)]
+
+
 def call(url: str, endpoint: str, secret: str, vin: str, feature: str) -> tuple[int, str]:
     """One request about `vin` → (status, body with the VIN and the batch id made neutral)."""
     batch = f"access-{next(_batch)}"
@@ -101,15 +112,15 @@ def call(url: str, endpoint: str, secret: str, vin: str, feature: str) -> tuple[
     elif endpoint == "metrics":
         r = httpx.get(url + "/metrics", headers=_auth(secret), timeout=60)
     else:
-        with httpx.Client(timeout=60) as c:
-            if sign_in(c, url, secret).status_code != 303:
-                return 401, "no session"
-            if endpoint == "ui_vehicle":
-                r = c.get(f"{url}/ui/vehicles/{vin}")
-            else:
-                page = c.get(url + "/ui/")
-                csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
-                r = c.post(f"{url}/ui/vehicles/{vin}/outcomes", data={"csrf": csrf, "work_order_id": "wo-1", "status": "booked"})
+        c = _session(url, secret)
+        if c is None:
+            return 401, "no session"
+        if endpoint == "ui_vehicle":
+            r = c.get(f"{url}/ui/vehicles/{vin}")
+        else:
+            page = c.get(url + "/ui/")
+            csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+            r = c.post(f"{url}/ui/vehicles/{vin}/outcomes", data={"csrf": csrf, "work_order_id": "wo-1", "status": "booked"})
     body = re.sub(r'name="csrf" value="[^"]+"', "csrf", r.text.replace(vin, "<VIN>").replace(batch, "<BATCH>"))
     return r.status_code, body
 
@@ -200,10 +211,27 @@ def test_revoked_token_and_audit_trail(server, home, tokens, vins, tmp_path):
     with pytest.raises(Exception, match="append-only"):
         con.execute("DELETE FROM entries")
     con.close()
-    # revoking works at the next request
-    res = CliRunner().invoke(app, ["token", "revoke", tid], env={"AUTOPDM_HOME": str(home)})
-    assert res.exit_code == 0, res.output
-    assert httpx.post(server + "/assess", json={"vehicle_ids": [vins["in"]]}, headers=_auth(secret), timeout=60).status_code == 401
+    # an advisor's page views are recorded too: another dealer's car as not shown
+    aid, asecret = TokenStore(db_path(paths)).create("advisor", DEALER, name="revoked in test")
+    with httpx.Client(timeout=60, follow_redirects=False) as c:
+        assert sign_in(c, server, asecret).status_code == 303
+        assert c.get(f"{server}/ui/vehicles/{vins['out']}").status_code == 404
+        assert c.get(f"{server}/ui/vehicles/{vins['in']}").status_code == 200
+        deadline = time.time() + 10
+        while time.time() < deadline and not [e for e in audit.query(paths, vins["in"]) if e["token_id"] == aid]:
+            time.sleep(0.1)
+        assert [(e["endpoint"], e["shown"]) for e in audit.query(paths, vins["out"]) if e["token_id"] == aid] == \
+            [("/ui/vehicles", False)]
+        assert ("/ui/vehicles", True) in [(e["endpoint"], e["shown"]) for e in audit.query(paths, vins["in"])
+                                          if e["token_id"] == aid]
+        # revoking works at the next request: the API refuses the token, the page's session ends
+        for t in (tid, aid):
+            res = CliRunner().invoke(app, ["token", "revoke", t], env={"AUTOPDM_HOME": str(home)})
+            assert res.exit_code == 0, res.output
+        assert httpx.post(server + "/assess", json={"vehicle_ids": [vins["in"]]}, headers=_auth(secret),
+                          timeout=60).status_code == 401
+        r = c.get(f"{server}/ui/vehicles/{vins['in']}")
+        assert r.status_code == 303 and "/ui/signin" in r.headers["location"]
 
 
 def test_token_commands(tmp_path):

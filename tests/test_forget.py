@@ -50,8 +50,13 @@ def _parquet_mentions(path, vin: str) -> bool:
     return False
 
 
-def test_forget_leaves_nothing_of_the_car(tmp_path_factory):
-    home = fleet_copy(tmp_path_factory, "forget")
+@pytest.fixture(scope="module")
+def fleet_home(tmp_path_factory):
+    return fleet_copy(tmp_path_factory, "forget")
+
+
+def test_forget_leaves_nothing_of_the_car(fleet_home):
+    home = fleet_home
     paths = home_paths(home)
     vehicles = store.read_table("vehicles", paths)
     vin, other = vehicles["vehicle_id"].iloc[0], vehicles["vehicle_id"].iloc[1]
