@@ -178,6 +178,11 @@ class Paths:
     def reports(self) -> Path:
         return self.home / "reports"
 
+    @property
+    def access(self) -> Path:
+        """Who may call the service (tokens.sqlite) and who did (audit.sqlite)."""
+        return self.home / "access"
+
     def ensure(self) -> "Paths":
         for p in (self.telemetry, self.records, self.features_dir, self.artifacts, self.reports, self.spool):
             p.mkdir(parents=True, exist_ok=True)

@@ -300,12 +300,13 @@ def _reject(reasons: pd.Series, mask: pd.Series, column: str, why: str) -> None:
 
 
 def validate(df: pd.DataFrame, table: str, origin: str = "", lines=None,
-             known_vehicles: set[str] | None = None) -> Validated:
+             known_vehicles: set[str] | None = None, checks=()) -> Validated:
     """Split `df` into conforming rows and quarantined rows, each with a reason naming the column.
 
     Values that cannot be parsed at all (text in a number column) are rejected, not nulled:
     a null means "not reported", which is a different fact. `lines` (one per row: the line of
     the source file it came from) makes the quarantine name file lines instead of row numbers.
+    `checks`: the caller's own (column, reason, conformed frame → bad-row mask), after the VIN's.
     """
     if table not in TABLES:
         raise SchemaError(f"unknown table {table!r}; expected one of {sorted(TABLES)}")
@@ -331,6 +332,8 @@ def validate(df: pd.DataFrame, table: str, origin: str = "", lines=None,
                 "not a 17-character VIN (A-Z without I/O/Q, 0-9)")
         if known_vehicles is not None:  # records about a car the workshop never handed over are not guessed at
             _reject(reasons, ~vin.isin(known_vehicles), "vehicle_id", "unknown vehicle (not in the vehicles records)")
+    for column, why, bad_rows in checks:
+        _reject(reasons, bad_rows(conformed), column, why)
 
     if table in ("samples", "dtc_events"):
         _reject(reasons, conformed["ts"].isna(), "ts", "missing or unparseable timestamp")

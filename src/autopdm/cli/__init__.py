@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from autopdm.cli import data, demo, ingest, models, monitor, service, settings, simulate
+from autopdm.cli import access, backup, data, demo, ingest, models, monitor, service, settings, simulate
 from autopdm.cli.common import ErrorHandlingGroup
 from autopdm.config import quiet_telemetry
 
@@ -18,7 +18,7 @@ app = typer.Typer(help="autopdm: predictive maintenance for car workshops.", no_
 
 quiet_telemetry()
 
-for _area in (data, ingest, simulate, models, service, monitor, demo, settings):
+for _area in (data, ingest, simulate, models, service, monitor, demo, settings, access, backup):
     _area.register(app)
 
 

@@ -67,12 +67,15 @@ def _lock(paths: Paths) -> filelock.FileLock:
 
 def import_records(frames: dict[str, pd.DataFrame], paths: Paths | None = None,
                    origin: str | Mapping[str, str] = "", source: str | None = None,
-                   lines: Mapping[str, Sequence[int]] | None = None) -> dict[str, TableResult]:
+                   lines: Mapping[str, Sequence[int]] | None = None, dealer: str | None = None) -> dict[str, TableResult]:
     """Validate and upsert records tables given as frames ({table: frame}); returns one result per table.
 
     origin: where the rows came from (a file, a batch), for the quarantine; one for all tables or one per table.
     source: fills the `source` column where a row has none (e.g. "crm", "sim").
     lines: per table, the source-file line of each row, so that quarantine reasons name lines, not rows.
+    dealer: import as this dealer (a dealer-scoped caller): vehicles rows get it as dealer_id where they
+    name none, and are rejected when they name another dealer or a car on record with another dealer;
+    the other tables' rows about another dealer's car are rejected as rows about an unknown car.
     """
     paths = paths or Paths.from_env()
     unknown = set(frames) - set(ORDER)
@@ -80,18 +83,29 @@ def import_records(frames: dict[str, pd.DataFrame], paths: Paths | None = None,
         raise schemas.SchemaError(f"unknown records table(s) {sorted(unknown)}; expected some of {list(ORDER)}")
     out: dict[str, TableResult] = {}
     with _lock(paths):
-        known = set(store.read_table("vehicles", paths)["vehicle_id"].astype(str))
+        vehicles = store.read_table("vehicles", paths)
+        known = set(vehicles["vehicle_id"].astype(str))
+        checks: tuple = ()
+        if dealer is not None:
+            foreign = known - set(vehicles.loc[vehicles["dealer_id"] == dealer, "vehicle_id"].astype(str))
+            known -= foreign
+            checks = (("vehicle_id", "on record with another dealer", lambda c: c["vehicle_id"].isin(foreign)),
+                      ("dealer_id", f"not this token's dealer ({dealer})", lambda c: c["dealer_id"] != dealer))
         for table in ORDER:
             if table not in frames:
                 continue
             where = origin.get(table, "") if isinstance(origin, Mapping) else origin
-            out[table] = _import_table(frames[table], table, paths, where, source,
-                                       None if lines is None else lines.get(table), known)
+            df = frames[table]
+            if dealer is not None and table == "vehicles":
+                df = df.assign(dealer_id=df["dealer_id"].where(df["dealer_id"].notna(), dealer) if "dealer_id" in df else dealer)
+            out[table] = _import_table(df, table, paths, where, source,
+                                       None if lines is None else lines.get(table), known,
+                                       checks if table == "vehicles" else ())
     return out
 
 
 def _import_table(df: pd.DataFrame, table: str, paths: Paths, origin: str, source: str | None,
-                  lines, known: set[str]) -> TableResult:
+                  lines, known: set[str], checks=()) -> TableResult:
     """One table; `known` (the vehicles on record) grows by the vehicles imported here."""
     names = schemas.TABLES[table].names
     ignored = [str(c) for c in df.columns if c not in names]
@@ -99,7 +113,7 @@ def _import_table(df: pd.DataFrame, table: str, paths: Paths, origin: str, sourc
     if source is not None and "source" in names:
         df = df.assign(source=df["source"].fillna(source) if "source" in df else source)
     v = schemas.validate(df, table, origin=origin, lines=lines,
-                         known_vehicles=None if table == "vehicles" else known)
+                         known_vehicles=None if table == "vehicles" else known, checks=checks)
     # keyed by content: the same bad rows imported again replace their quarantine file, not add one
     key = hashlib.sha256(("\n".join(v.quarantine["record"]) + origin).encode()).hexdigest()
     store.write_quarantine(v.quarantine, paths, table, key=key)

@@ -1,15 +1,23 @@
-"""ASGI middleware in front of every endpoint: bearer token, JSON bodies only, body-size limit."""
+"""ASGI middleware in front of every endpoint: bearer token and its role, JSON bodies only, body-size limit."""
 
 from __future__ import annotations
 
-import hmac
 import json
+from contextvars import ContextVar
 
 from autopdm.config import Settings
+from autopdm.serving.tokens import Authenticator, Principal
 
-# health, metrics and the API documentation (BentoML's page, its OpenAPI document and assets,
-# and the client schema that bentoml.SyncHTTPClient reads) are open; everything else needs the token
-PUBLIC_PATHS = frozenset({"/livez", "/readyz", "/metrics", "/healthz", "/schema.json", "/docs.json", "/docs"})
+# health and the API documentation (BentoML's page, its OpenAPI document and assets, and the client
+# schema that bentoml.SyncHTTPClient reads) are open; everything else needs a token
+PUBLIC_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/schema.json", "/docs.json", "/docs"})
+# the role a token needs per path (serving.tokens); other protected paths (BentoML's "/", unknown
+# paths) take any valid token and answer what BentoML answers
+ENDPOINT_ROLES = {"/assess": "crm", "/records": "crm", "/telemetry": "crm", "/predict": "data-science",
+                  "/model_info": "data-science", "/reload": "operator", "/metrics": "operator"}
+# the caller of the request being answered (set by the middleware, read by the endpoints with `caller()`);
+# a context variable reaches the endpoint's task and its worker threads without a bentoml.Context parameter
+_CALLER: ContextVar[Principal | None] = ContextVar("autopdm_caller", default=None)
 PUBLIC_PREFIXES = ("/static_content/",)
 # the service advisor's pages (serving.ui) check their own sign-in (a session cookie, CSRF tokens on their
 # forms) and take HTML forms; the bearer token is never asked for there, and the cookie is valid nowhere else
@@ -39,15 +47,16 @@ class AuthLimitMiddleware:
     sign in on their own); 415 on bodies that are not JSON outside those pages (the API has no form or
     file inputs, and BentoML would parse them as forms); 413 on big bodies, everywhere.
 
-    Token: AUTOPDM_API_TOKEN. Without one the protected endpoints refuse every request (fail
-    closed). Body limit: AUTOPDM_MAX_BODY_BYTES (default 16 MiB), enforced on Content-Length
+    Token: AUTOPDM_API_TOKEN (every role) or a scoped token (`autopdm token create`); a valid token
+    without the path's role is a 403. Without any token the protected endpoints refuse every
+    request (fail closed). Body limit: AUTOPDM_MAX_BODY_BYTES (default 16 MiB), enforced on Content-Length
     and on the bytes actually received (chunked uploads).
     """
 
     def __init__(self, app, token: str | None = None, max_body: int | None = None) -> None:
         self.app = app
         s = Settings()
-        self.token = (token if token is not None else s.secret("api_token")).encode()
+        self.auth = Authenticator(api_token=token)
         self.max_body = int(max_body or s.max_body_bytes)
 
     async def __call__(self, scope, receive, send) -> None:
@@ -57,10 +66,24 @@ class AuthLimitMiddleware:
         ui = is_ui(path)
         if path == "/docs":
             scope = dict(scope, path=DOCS_PAGE, raw_path=DOCS_PAGE.encode())
-        elif not is_public(path) and not self._authorized(scope):
-            return await _json(send, 401, {"error": "missing or invalid bearer token (Authorization: Bearer "
-                                                    "<AUTOPDM_API_TOKEN>); the API documentation is open at /docs"},
-                               [(b"www-authenticate", b'Bearer realm="autopdm"')])
+        elif not is_public(path):
+            who = self._principal(scope)
+            if who is None:
+                return await _json(send, 401, {"error": "missing or invalid bearer token (Authorization: Bearer "
+                                                        "<token>); the API documentation is open at /docs"},
+                                   [(b"www-authenticate", b'Bearer realm="autopdm"')])
+            role = ENDPOINT_ROLES.get(path)
+            if role is not None and not who.may(role):
+                return await _json(send, 403, {"error": f"this token's role ({who.role}) may not call {path}: "
+                                                        f"it needs the role {role}"})
+            reset = _CALLER.set(who)
+            try:
+                return await self._limited(scope, receive, send, ui)
+            finally:
+                _CALLER.reset(reset)
+        return await self._limited(scope, receive, send, ui)
+
+    async def _limited(self, scope, receive, send, ui: bool) -> None:
         headers = dict(scope.get("headers") or [])
         if scope.get("method") in BODY_METHODS and not ui and not _is_json(headers.get(b"content-type")):
             ct = headers[b"content-type"].decode("latin-1")[:100]
@@ -104,14 +127,17 @@ class AuthLimitMiddleware:
 
         return await self.app(scope, replay, send)
 
-    def _authorized(self, scope) -> bool:
-        if not self.token:
-            return False
+    def _principal(self, scope) -> Principal | None:
         for k, v in scope.get("headers") or []:
             if k == b"authorization":
                 scheme, _, cred = v.partition(b" ")
-                return scheme.lower() == b"bearer" and hmac.compare_digest(cred.strip(), self.token)
-        return False
+                return self.auth(cred) if scheme.lower() == b"bearer" else None
+        return None
+
+
+def caller() -> Principal | None:
+    """The caller of the API request being answered (None outside one)."""
+    return _CALLER.get()
 
 
 async def _json(send, status: int, obj, extra_headers=()) -> None:

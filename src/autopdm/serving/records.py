@@ -72,9 +72,11 @@ class RecordsLedger:
             con.close()
 
 
-def ingest(paths: Paths, ledger: RecordsLedger, batch_id: str, tables: dict[str, list[dict]]) -> dict:
+def ingest(paths: Paths, ledger: RecordsLedger, batch_id: str, tables: dict[str, list[dict]],
+           dealer: str | None = None) -> dict:
     """Import a batch ({table: rows}); raises RequestError (4xx naming the field) for a batch that is
-    not records at all, and for a batch id reused with other content (409)."""
+    not records at all, and for a batch id reused with other content (409). `dealer`: a dealer-scoped
+    caller's dealer (see `ingest.crm.import_records`)."""
     # object columns: a customer number 104233 beside a row without one must not become 104233.0
     frames = {t: pd.DataFrame(rows, dtype=object) for t, rows in tables.items() if rows}
     if not frames:
@@ -87,7 +89,7 @@ def ingest(paths: Paths, ledger: RecordsLedger, batch_id: str, tables: dict[str,
 
     def write() -> dict:
         try:
-            res = crm.import_records(frames, paths, origin=f"records:{batch_id}", source="crm")
+            res = crm.import_records(frames, paths, origin=f"records:{batch_id}", source="crm", dealer=dealer)
         except SchemaError as exc:
             raise RequestError(next(iter(frames)), str(exc)) from None
         return answer(batch_id, res)

@@ -2,8 +2,9 @@
 
 Loads the `champion` models by name and delegates: the snapshot it answers from and its hot reload
 (`serving.models`), /assess (`serving.assess`), /predict rows (`serving.requests`), /telemetry
-(`serving.telemetry`), /records (`serving.records`), auth and limits (`serving.auth`), per-request
-isolation (`serving.batching`), the service advisor's pages at /ui (`serving.ui`).
+(`serving.telemetry`), /records (`serving.records`), auth, roles and limits (`serving.auth`), dealer
+scopes (`serving.scope`), the audit trail (`serving.audit`), per-request isolation (`serving.batching`),
+the service advisor's pages at /ui (`serving.ui`).
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from autopdm.config import Paths, Settings, quiet_telemetry
 from autopdm.serving import assess as assessing
 from autopdm.serving import metrics_dir, telemetry, ui
 from autopdm.serving import records as records_in
-from autopdm.serving.auth import AuthLimitMiddleware
+from autopdm.serving.audit import AuditLog
+from autopdm.serving.auth import AuthLimitMiddleware, caller
 from autopdm.serving.batching import MicroBatcher
 from autopdm.serving.ledger import TelemetryLedger
 from autopdm.serving.models import ModelState
 from autopdm.serving.records import RecordRows
 from autopdm.serving.requests import BatchId, FeatureRows, IsoDate, Records, RequestError, VehicleIds, rows_matrix
+from autopdm.serving.scope import DealerMap
 from autopdm.serving.snapshot import predict_many
 
 quiet_telemetry()
@@ -45,6 +48,8 @@ class Autopdm:
         self.models = ModelState(self.paths, self.settings)
         self.ledger = TelemetryLedger(self.paths.telemetry / "batches.sqlite")
         self.records_ledger = records_in.RecordsLedger(self.paths.records / "batches.sqlite")
+        self.dealers = DealerMap(self.paths)
+        self.audit = AuditLog(self.paths)
         self._assess = MicroBatcher(assessing.answer_many)
         self._predict = MicroBatcher(predict_many, max_batch=64)
 
@@ -54,11 +59,20 @@ class Autopdm:
     @bentoml.api
     async def assess(self, vehicle_ids: VehicleIds, as_of: IsoDate | None = None) -> dict:
         """Risk, band, recommended window, action and evidence per vehicle and component."""
+        who = caller()
+        hidden = self.dealers.hidden(who, vehicle_ids)  # another dealer's cars: answered as unknown cars
         try:
-            plan = assessing.plan(self.models.current(), vehicle_ids, as_of, self.settings.assess_past_max_vehicles)
-            res = assessing.answer(plan) if plan.complete else await self._assess.submit(plan)
+            plan = assessing.plan(self.models.current(), [v for v in vehicle_ids if v not in hidden], as_of,
+                                  self.settings.assess_past_max_vehicles)
+            res = assessing.answer(plan) if plan.complete or not plan.vehicles else await self._assess.submit(plan)
         except RequestError as exc:
+            self.audit.record(who, "/assess", [(v, False) for v in dict.fromkeys(vehicle_ids)], f"refused: {exc.field}")
             return exc.response()
+        if hidden:
+            unknown = set(res["unknown"]) | hidden
+            res["unknown"] = [v for v in dict.fromkeys(vehicle_ids) if v in unknown]
+        unknown = set(res["unknown"])
+        self.audit.record(who, "/assess", [(v, v not in unknown) for v in dict.fromkeys(vehicle_ids)], "answered")
         return JSONResponse(res)  # pre-serialised: BentoML would build a serialiser for `dict` on every call
 
     @bentoml.api
@@ -91,20 +105,37 @@ class Autopdm:
     @bentoml.api
     def telemetry(self, batch_id: BatchId, samples: Records = [], dtc_events: Records = []) -> dict:  # noqa: B006
         """Canonical samples and DTC events from a workshop uploader; idempotent per batch_id."""
+        who = caller()
+        vins = list(dict.fromkeys(str(r["vehicle_id"]) for rows in (samples, dtc_events) for r in rows
+                                  if r.get("vehicle_id") is not None))
         try:
-            return telemetry.ingest(self.paths, self.ledger, batch_id, samples, dtc_events)
+            if who is not None and who.dealer is not None:  # a dealer's uploader sends its own cars only
+                telemetry.check_scope(self.dealers.hidden(who, vins), samples, dtc_events)
+            res = telemetry.ingest(self.paths, self.ledger, batch_id, samples, dtc_events)
         except RequestError as exc:
+            self.audit.record(who, "/telemetry", [(v, False) for v in vins], f"refused: {exc.field}")
             return exc.response()
+        self.audit.record(who, "/telemetry", [(v, True) for v in vins], "stored")
+        return res
 
     @bentoml.api
     def records(self, batch_id: BatchId, vehicles: RecordRows = [], service_events: RecordRows = [],  # noqa: B006
                 inspections: RecordRows = [], outcomes: RecordRows = []) -> dict:  # noqa: B006
-        """The CRM's vehicles, service events, inspections and outcomes; idempotent per batch_id."""
+        """The CRM's vehicles, service events, inspections and outcomes; idempotent per batch_id.
+        A dealer's token writes its own cars only: a car of another dealer counts as an unknown car."""
+        who = caller()
         tables = {"vehicles": vehicles, "service_events": service_events, "inspections": inspections, "outcomes": outcomes}
+        vins = list(dict.fromkeys(str(r["vehicle_id"]) for rows in tables.values() for r in rows
+                                  if r.get("vehicle_id") is not None))
         try:
-            return records_in.ingest(self.paths, self.records_ledger, batch_id, tables)
+            res = records_in.ingest(self.paths, self.records_ledger, batch_id, tables,
+                                    dealer=who.dealer if who is not None else None)
         except RequestError as exc:
+            self.audit.record(who, "/records", [(v, False) for v in vins], f"refused: {exc.field}")
             return exc.response()
+        hidden = self.dealers.hidden(who, vins)
+        self.audit.record(who, "/records", [(v, v not in hidden) for v in vins], "stored")
+        return res
 
 
 Autopdm.add_asgi_middleware(AuthLimitMiddleware)

@@ -11,6 +11,18 @@ from autopdm.serving.requests import RequestError, records_frame
 REQUIRED = {"samples": ("vehicle_id", "ts", "source"), "dtc_events": ("vehicle_id", "ts", "code")}
 
 
+def check_scope(hidden: set[str], samples: list, dtc_events: list) -> None:
+    """A dealer-scoped uploader sends its dealer's cars only: a row naming any other car (another
+    dealer's or one nobody knows, alike) refuses the batch, naming the row."""
+    if not hidden:
+        return
+    for table, rows in (("samples", samples), ("dtc_events", dtc_events)):
+        for i, r in enumerate(rows):
+            if str(r.get("vehicle_id")) in hidden:
+                raise RequestError(f"{table}.{i}.vehicle_id", "not a vehicle of this token's dealer "
+                                                               "(send its vehicles record first)", status=403)
+
+
 def ingest(paths: Paths, ledger: TelemetryLedger, batch_id: str, samples: list, dtc_events: list) -> dict:
     """Validate and store a batch (bad rows quarantined with reasons); the same batch again is a
     no-op answered with `duplicate: true`; the same batch id with other content is a 409."""

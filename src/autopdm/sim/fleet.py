@@ -802,12 +802,17 @@ def lives_table(veh: Vehicles, km: np.ndarray, cum: dict[str, np.ndarray]) -> pd
                          "climate": np.array(ZONES)[veh.zone[v]], "style": veh.style[v]})
 
 
+SIM_DEALERS = 4
+
+
 def vehicles_table(veh: Vehicles) -> pd.DataFrame:
     cat = veh.catalog
     return schemas.conform(pd.DataFrame({
         "vehicle_id": veh.vins, "make": [c[0] for c in cat], "model": [c[1] for c in cat], "model_year": veh.model_year,
         "segment": veh.segment, "curb_mass_kg": np.round(veh.mass), "first_registration_date": veh.first_reg.date,
-        "customer_id": [f"C{c:06d}" for c in veh.customer], "preferred_channel": veh.channel}), "vehicles")
+        "customer_id": [f"C{c:06d}" for c in veh.customer], "preferred_channel": veh.channel,
+        # a dealer group of SIM_DEALERS dealers, by turns (no random draw: the fleet stays as it was)
+        "dealer_id": [f"D{i % SIM_DEALERS + 1:03d}" for i in range(len(veh.vins))]}), "vehicles")
 
 
 def raw_samples(rng: np.random.Generator, lib: dc.Library, veh: Vehicles, cal: Calendar, temp: np.ndarray,

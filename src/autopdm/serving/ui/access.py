@@ -1,9 +1,11 @@
 """Who may use the advisor's pages: the token check, the session cookie and the CSRF token.
 
 * **The token check** is `check_token` (a sign-in) with `session_principal` (a signed-in request):
-  the one place that decides who a caller is. Today there is one token, AUTOPDM_API_TOKEN, with
-  every role; role-based tokens with dealer scopes replace these two functions and nothing else.
-* **The session** is a cookie signed with a key derived from the server's token secret
+  the one place that decides who a caller is. A token needs the `advisor` role (AUTOPDM_API_TOKEN
+  has every role); a dealer-scoped token sees its dealer's cars only (`serving.scope`). A revoked
+  token's sessions end at their next request.
+* **The session** is a cookie signed with a key derived from a random key kept with the tokens and
+  the API token
   (itsdangerous, timestamped, `SESSION_S` long): it holds the principal's id (a fingerprint,
   never the token) and the session's CSRF token. HttpOnly (no script reads it), SameSite=Strict,
   its path the pages' mount (/ui: no API endpoint ever receives it), Secure over https. Changing the token signs every
@@ -16,7 +18,7 @@
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import hmac
 import secrets
 from dataclasses import dataclass
@@ -26,55 +28,48 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.requests import Request
 from starlette.responses import Response
 
-from autopdm.config import Settings
+from autopdm.config import Paths, Settings
+from autopdm.serving.tokens import ALL_ROLES, Authenticator, Principal
+
+__all__ = ["ALL_ROLES", "Principal"]
 
 COOKIE = "autopdm_ui"
 SIGNIN_COOKIE = "autopdm_ui_signin"
 SESSION_S = 12 * 3600   # a working day; then sign in again
 SIGNIN_S = 3600         # how long a sign-in form stays usable
-ALL_ROLES = frozenset({"crm", "advisor", "data-science", "operator"})
+ROLE = "advisor"
 
 
-@dataclass(frozen=True)
-class Principal:
-    id: str                           # stable, not secret: a fingerprint of the token, never the token
-    roles: frozenset[str]
-    dealer: str | None = None         # a dealer scope (None: every dealer)
+@functools.lru_cache(maxsize=8)
+def _authenticator(home: str, api_token: str) -> Authenticator:
+    return Authenticator(Paths.from_env(home), api_token)
 
 
-def _server_token() -> bytes:
-    return Settings().secret("api_token").encode()
-
-
-def _fingerprint(token: bytes) -> str:
-    return "api-token:" + hashlib.sha256(b"autopdm-principal\0" + token).hexdigest()[:16]
+def _auth() -> Authenticator:
+    s = Settings()  # read per call: a test or a command that changes the environment sees its own values
+    return _authenticator(str(s.home), s.secret("api_token"))
 
 
 def configured() -> bool:
     """Whether the server has a token at all (without one nobody signs in)."""
-    return bool(_server_token())
+    return _auth().configured()
 
 
 def check_token(token: str) -> Principal | None:
-    """The caller presenting `token` at sign-in, or None. Without a configured token nobody signs in."""
-    server = _server_token()
-    if not server or not hmac.compare_digest(token.strip().encode(), server):
-        return None
-    return Principal(_fingerprint(server), ALL_ROLES)
+    """The caller presenting `token` at sign-in, or None (no such token, revoked, or not an advisor's)."""
+    p = _auth()(token)
+    return p if p is not None and p.may(ROLE) else None
 
 
 def session_principal(principal_id: str) -> Principal | None:
-    """The principal of a validly signed session, if it may still act (the token was not changed)."""
-    server = _server_token()
-    if not server or not hmac.compare_digest(principal_id.encode(), _fingerprint(server).encode()):
-        return None
-    return Principal(principal_id, ALL_ROLES)
+    """The principal of a validly signed session, if it may still act (token not revoked nor changed)."""
+    p = _auth().by_id(principal_id)
+    return p if p is not None and p.may(ROLE) else None
 
 
 def _serializer(salt: str) -> URLSafeTimedSerializer:
-    # the key is derived from the server's secret: every worker and replica agrees without shared state
-    key = hmac.new(_server_token() or b"\0", b"autopdm-ui-cookie-key", hashlib.sha256).digest()
-    return URLSafeTimedSerializer(key, salt=salt)
+    # the key is kept with the tokens: every worker and replica of a home agrees without more state
+    return URLSafeTimedSerializer(_auth().session_key(), salt=salt)
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,13 @@ class Pages:
     def paths(self):
         return self.get_service().paths
 
+    def visible(self, session: access.Session, vin: str) -> bool:
+        """A dealer-scoped advisor sees the dealer's cars only; another dealer's car is no car."""
+        return self.get_service().dealers.visible(session.principal, vin)
+
+    def audit(self, session: access.Session, what: str, vehicles, outcome: str) -> None:
+        self.get_service().audit.record(session.principal, what, vehicles, outcome)
+
     def render(self, request: Request, name: str, session: access.Session | None, status: int = 200, **ctx) -> Response:
         ctx.update(base=base(request), signed_in=session is not None, csrf=session.csrf if session else "")
         resp = self.templates.TemplateResponse(request, name, ctx, status_code=status)
@@ -177,14 +184,22 @@ class Pages:
         except ValueError:
             return self.message(request, session, 400, "Bad page number", "page: a whole number from 1.")
         snap = self.snapshot()
-        data = await run_in_threadpool(_list_data, self.alerts(snap), snap, self.paths, comp, band, page)
+        alerts = self.alerts(snap)
+        if session.principal.dealer is not None:
+            hidden = self.get_service().dealers.hidden(session.principal, {a.vehicle_id for a in alerts})
+            alerts = [a for a in alerts if a.vehicle_id not in hidden]
+        data = await run_in_threadpool(_list_data, alerts, snap, self.paths, comp, band, page)
+        self.audit(session, "/ui/", [(v, True) for v in dict.fromkeys(r["a"].vehicle_id for r in data["rows"])], "shown")
         return self.render(request, "list.html", session, component=comp, band=band, page=page, **data)
 
     @signed_in
     async def vehicle(self, request: Request, session: access.Session) -> Response:
         vin = request.path_params["vin"]
         snap = self.snapshot()
-        view = await run_in_threadpool(fleet.vehicle, snap, self.paths, vin) if schemas.is_vin(vin) else None
+        view = await run_in_threadpool(fleet.vehicle, snap, self.paths, vin) \
+            if schemas.is_vin(vin) and self.visible(session, vin) else None
+        if schemas.is_vin(vin):
+            self.audit(session, "/ui/vehicles", [(vin, view is not None)], "shown" if view is not None else "no such car")
         if view is None:
             return self.message(request, session, 404, "No such car", f"No scored car has the VIN {vin!r}.")
         recorded = request.query_params.get("recorded", "")
@@ -200,7 +215,11 @@ class Pages:
             return self.message(request, session, 400, "Unknown outcome",
                                 f"status: {status!r} is not one of {', '.join(schemas.OUTCOME_STATUSES)}.")
         snap = self.snapshot()
-        order = await run_in_threadpool(outcomes.target, snap, self.paths, vin, wid) if schemas.is_vin(vin) else None
+        order = await run_in_threadpool(outcomes.target, snap, self.paths, vin, wid) \
+            if schemas.is_vin(vin) and self.visible(session, vin) else None
+        if schemas.is_vin(vin):
+            self.audit(session, "/ui/vehicles/outcomes", [(vin, order is not None)],
+                       f"outcome {status}" if order is not None else "no such work order")
         if order is None:
             return self.message(request, session, 404, "No such work order",
                                 f"work_order_id: {wid!r} is not a work order or recommendation of car {vin!r}.")
