@@ -25,6 +25,16 @@ def test_trips_tabled_in_vehicle_blocks_are_the_whole_table(small_fleet, monkeyp
     assert str(chunked.trips["trip_id"].dtype) == "string"
 
 
+def test_in_blocks_the_fleet_is_what_main_recorded(monkeypatch):
+    """The frozen fingerprints of test_simulate (recorded before the simulator worked in blocks), with
+    blocks of 7 vehicles: trips tabled in 6 blocks, the lean true-state table."""
+    from tests.test_simulate import RECORDED, fingerprint
+
+    monkeypatch.setattr(sim, "TRIP_CHUNK_VEHICLES", 7)
+    kwargs, want = RECORDED[0]
+    assert fingerprint(sim.simulate_fleet(**kwargs)) == want
+
+
 def test_simulate_to_store_writes_what_write_fleet_writes(small_fleet, tmp_path, monkeypatch):
     a, b = Paths(tmp_path / "a").ensure(), Paths(tmp_path / "b").ensure()
     # a recorded vehicle's trips are kept by both (and come first)
@@ -41,3 +51,27 @@ def test_simulate_to_store_writes_what_write_fleet_writes(small_fleet, tmp_path,
     pdt.assert_frame_equal(store.read_dtc_events(b), store.read_dtc_events(a))
     assert len(store.read_table("trips", b)) == len(small_fleet.trips) + 3
     assert not list((b.features_dir).glob(".*.tmp"))
+
+
+@pytest.fixture(scope="module")
+def stored_fleet(small_fleet, tmp_path_factory):
+    home = Paths(tmp_path_factory.mktemp("scale") / "var").ensure()
+    sim.write_fleet(small_fleet, home)
+    return home
+
+
+@pytest.mark.parametrize("as_of,per_block", [(None, 8), ("2025-03-20", 12)])
+def test_features_in_vehicle_blocks_are_the_whole_fleet_table(stored_fleet, tmp_path, as_of, per_block):
+    from autopdm.pipeline import features_chunked
+    from autopdm.pipeline.features import build_from_store
+
+    whole, whole_needs = build_from_store(stored_fleet, as_of=as_of, write=False)
+    out = tmp_path / "features.parquet"
+    res = features_chunked.build_chunked(stored_fleet, as_of=as_of, vehicles_per_block=per_block, write=False, out=out)
+    assert res.rows == len(whole) and res.vehicles == whole["vehicle_id"].nunique() == 23
+    assert res.columns == list(whole.columns)
+    # through Parquet both ways, as `autopdm features` stores them
+    ref = tmp_path / "ref.parquet"
+    store.atomic_write_parquet(__import__("pyarrow").Table.from_pandas(whole, preserve_index=False), ref)
+    pdt.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(ref))
+    assert not list(tmp_path.glob(".*"))

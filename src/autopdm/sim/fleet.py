@@ -882,7 +882,7 @@ def simulate_fleet(n_vehicles: int, days: int, seed: int, climate: str = "mixed"
 
 # Trips are tabled this many vehicles at a time: a table of every trip at once (23 columns, trip ids as
 # strings) was the simulator's peak memory, ~2 GB per 1,000 vehicles × 730 days.
-TRIP_CHUNK_VEHICLES = 500
+TRIP_CHUNK_VEHICLES = 250
 
 
 def _trips_in_chunks(lib: dc.Library, veh: Vehicles, trips: Trips, tel: Telemetry, reported: np.ndarray,
@@ -961,6 +961,8 @@ def _simulate(n_vehicles: int, days: int, seed: int, climate: str = "mixed", agg
     dtc_df = dtc_events(rng.telemetry, veh, cal, trips, tel, reported, no_starts)
     true_needs = true_needs_table(veh, cal, cumkm, hidden.lives, parts)
     lives_df = lives_table(veh, km, hidden.cum)
+    if not raw_vehicles:
+        del tel  # the per-trip readings are the bulk of what is held; only raw samples still need them
     true_state = inspections.true_state_table(veh.vin_arr, cal.dates, states, hidden.lives, km,
                                               {"distance_km": km, "brake_energy": trips.per_day(N, D, trips.col(lib, "brake_energy_kj_per_t"))})
     samples = schemas.empty("samples")
