@@ -30,7 +30,7 @@ from autopdm.pipeline.features import AsOf
 from autopdm.pipeline.features_dask import build_partition, finish, fleet_calendar, vehicle_blocks
 from autopdm.pipeline.grid import NO, day_number
 
-DEFAULT_VEHICLES_PER_BLOCK = 1000
+DEFAULT_VEHICLES_PER_BLOCK = 250  # ~1 GB per block of 730 days (the Dask engine's partition size)
 # trip columns no feature reads: the id strings are a third of the trips' memory
 _UNUSED_TRIP_COLUMNS = ("trip_id",)
 
