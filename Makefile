@@ -7,7 +7,7 @@ export BENTOML_DO_NOT_TRACK := true
 export DO_NOT_TRACK := true
 export MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK := true
 
-.PHONY: demo test install chromium bench bench-scale bench-dask-parity mutation-check clean
+.PHONY: demo test install chromium bench bench-scale bench-store bench-dask-parity mutation-check clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -33,13 +33,17 @@ chromium:
 test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q
 
-# The single-machine targets; bench-scale (10,000 vehicles, ~20 GB peak) and bench-dask-parity are separate.
+# The single-machine targets; bench-scale (2,000 and 10,000 vehicles, each step under 8 GB), bench-store
+# (100k files) and bench-dask-parity are separate.
 BENCHES := simulate obd can_import features train service reminders
 bench: $(STAMP)
 	for b in $(BENCHES); do echo "== benchmarks/bench_$$b.py"; $(BIN)/python benchmarks/bench_$$b.py || exit 1; done
 
 bench-scale: $(STAMP)
 	$(BIN)/python benchmarks/bench_scale.py
+
+bench-store: $(STAMP)
+	$(BIN)/python benchmarks/bench_store.py
 
 # Dask vs single-machine training, 2,000 vehicles, 4 split seeds (~25 min on 2 cores)
 bench-dask-parity: $(STAMP)

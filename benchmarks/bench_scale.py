@@ -1,7 +1,14 @@
-"""Features and training at fleet scale with both engines (pandas, Dask LocalCluster).
+"""Fleet scale: bounded memory on one machine (default), or both engines compared (--compare-engines).
 
-    .venv/bin/python benchmarks/bench_scale.py                        # 10,000 vehicles x 730 days
-    .venv/bin/python benchmarks/bench_scale.py --vehicles 2000 --days 730 --components brake
+    .venv/bin/python benchmarks/bench_scale.py                        # `make bench-scale`: 2,000 then 10,000 x 730
+    .venv/bin/python benchmarks/bench_scale.py --sizes 2000 --train-components brake
+    .venv/bin/python benchmarks/bench_scale.py --compare-engines --vehicles 2000 --days 730 --components brake
+
+Default (bounded memory): for each fleet size, in a fresh home, `autopdm simulate`, `autopdm features`
+and `autopdm train` run as the commands they are, each in its own process; wall time and that process's
+peak RSS (`os.wait4`) are printed per step and written to <home>/bench_scale_bounded.json.
+
+With --compare-engines:
 
 Steps, each timed (wall clock) with the process's peak RSS: simulate + write the fleet; features with
 the pandas engine; features with the Dask engine (partitioned by vehicle, same code path) and an
@@ -58,8 +65,62 @@ def _pandas_features(home: str, out: str) -> None:
     Path(home, "features_pandas.json").write_text(json.dumps({"rows": len(df), "peak_rss_gb": round(rss_gb(), 2)}))
 
 
+def _step(cmd: list[str], env: dict) -> dict:
+    """Run one command; its wall time and peak RSS (of the process and the children it waited for)."""
+    import subprocess
+
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = proc.stdout.read()
+    _, status, ru = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    dt = time.perf_counter() - t0
+    tail = [ln for ln in out.splitlines() if ln.strip() and "━" not in ln][-3:]
+    return {"seconds": round(dt, 1), "peak_rss_gb": round(ru.ru_maxrss / 1024**2, 2), "exit_code": proc.returncode,
+            "output": tail}
+
+
+def bounded(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="2000,10000", help="fleet sizes (vehicles), run one after the other")
+    ap.add_argument("--days", type=int, default=730)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--train-components", default="all", help="all, or one component (brake, tire, battery)")
+    ap.add_argument("--skip-training", action="store_true")
+    ap.add_argument("--home", default=os.environ.get("AUTOPDM_BENCH_HOME", "/tmp/autopdm-bench"))
+    a = ap.parse_args(argv)
+    R: dict = {"days": a.days, "cpus": os.cpu_count(), "sizes": {}}
+    for n in [int(x) for x in a.sizes.split(",") if x]:
+        home = Path(a.home) / f"bounded-{n}"
+        import shutil
+
+        shutil.rmtree(home, ignore_errors=True)
+        env = {**os.environ, "AUTOPDM_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", "DO_NOT_TRACK": "true",
+               "MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK": "true"}
+        cli = [sys.executable, "-m", "autopdm.cli"]
+        steps = {"simulate": cli + ["simulate", "--vehicles", str(n), "--days", str(a.days), "--seed", str(a.seed)],
+                 "features": cli + ["features"]}
+        if not a.skip_training:
+            steps["train"] = cli + ["train", "--no-promote"] + (
+                [] if a.train_components == "all" else ["--component", a.train_components])
+        R["sizes"][n] = S = {}
+        for name, cmd in steps.items():
+            print(f"-- {n:,} vehicles x {a.days} days: {name} ...", flush=True)
+            S[name] = _step(cmd, env)
+            print(f"   {name}: {S[name]['seconds']:,.1f} s, peak RSS {S[name]['peak_rss_gb']:.2f} GB "
+                  f"(exit {S[name]['exit_code']})", flush=True)
+            if S[name]["exit_code"] != 0:
+                print("\n".join(S[name]["output"]))
+                break
+        Path(a.home).mkdir(parents=True, exist_ok=True)
+        (Path(a.home) / "bench_scale_bounded.json").write_text(json.dumps(R, indent=2))
+    print(json.dumps(R, indent=2))
+    return R
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--compare-engines", action="store_true")
     ap.add_argument("--vehicles", type=int, default=10_000)
     ap.add_argument("--days", type=int, default=730)
     ap.add_argument("--seed", type=int, default=0)
@@ -153,4 +214,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":  # LocalCluster with processes needs the guard
-    sys.exit(0 if main() else 1)
+    if "--compare-engines" in sys.argv[1:]:
+        sys.exit(0 if main() else 1)
+    sys.exit(0 if bounded() else 1)

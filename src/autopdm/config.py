@@ -54,6 +54,8 @@ class Settings(BaseSettings):
                                                                   "stopping usually ends sooner); small values make quick trial runs")
     lock_timeout_s: float = Field(600.0, ge=0, description="how long training or a feature build waits for another one "
                                                            "on the same home before giving up (0: refuse at once)")
+    compact_after_files: int = Field(2000, ge=0, description="an import that wrote at least this many telemetry files "
+                                     "compacts the vehicles it wrote to (`autopdm store compact`; 0: never)")
     max_body_bytes: int = Field(16 << 20, ge=1024, description="largest request body the service accepts")
     assess_history_days: int = Field(400, ge=0, description="days of feature history /assess keeps in memory (0 = all)")
     assess_cache: int = Field(100_000, ge=0, description="scored vehicle-days /assess keeps (0 disables the cache)")

@@ -4,11 +4,18 @@ Samples and DTC events are appended as small immutable files, hive-partitioned b
 date. Every file is written to a temporary name and renamed into place, so a crash leaves either
 the whole file or nothing. Derived tables (trips, vehicles, service_events, features) are
 single files replaced atomically.
+
+Compaction (`autopdm.compact`) merges a vehicle's many small files into one `compact-<generation>.parquet`
+in the vehicle's directory. Which files are live is decided by the directory's `_manifest.json`, written
+atomically as the commit of a compaction: a `compact-*` file is live only when the manifest names it,
+and a file the manifest lists as replaced (by name, size and mtime) is not. So a reader sees either the
+files before a compaction or its merged file, never both or neither, whenever the compaction is killed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import uuid
 from dataclasses import dataclass
@@ -18,9 +25,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+from filelock import FileLock
 
 from autopdm import schemas
 from autopdm.config import Paths
+
+MANIFEST = "_manifest.json"
+COMPACT_PREFIX = "compact-"
+# which vehicle directories this process wrote to, per table root: `compact.after_import` compacts them
+_touched: dict[Path, dict[Path, int]] = {}
 
 
 def atomic_write_parquet(table: pa.Table, path: Path) -> Path:
@@ -52,7 +65,24 @@ def _part_name(key: str | None, *parts: str) -> str:
     return f"part-{hashlib.sha1('/'.join((key, *parts)).encode()).hexdigest()[:24]}.parquet"
 
 
+def write_lock(paths: Paths, table: str) -> FileLock:
+    """Held by every append to a telemetry table and by compaction for each vehicle it merges, so that a
+    compaction never deletes a file a writer has just replaced (an OS lock: released if its holder dies)."""
+    path = paths.home / "locks" / f"store-{table}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path), is_singleton=False)
+
+
 def _append_partitioned(df: pd.DataFrame, table: str, root: Path, key: str | None = None) -> list[Path]:
+    files = _write_partitioned(df, table, root, key)
+    seen = _touched.setdefault(root, {})
+    for f in files:
+        vdir = f.parent if table == "dtc_events" else f.parent.parent
+        seen[vdir] = seen.get(vdir, 0) + 1
+    return files
+
+
+def _write_partitioned(df: pd.DataFrame, table: str, root: Path, key: str | None = None) -> list[Path]:
     files = []
     if df.empty:
         return files
@@ -96,14 +126,73 @@ def append(df: pd.DataFrame, table: str, paths: Paths | None = None, origin: str
     v = schemas.validate(df, table, origin=origin, lines=lines)
     write_quarantine(v.quarantine, paths, table, key)
     root = paths.samples if table == "samples" else paths.dtc_events
-    files = _append_partitioned(v.valid, table, root, key)
+    with write_lock(paths, table):
+        files = _append_partitioned(v.valid, table, root, key)
     return AppendResult(v.n_valid, v.n_quarantined, files, list(v.quarantine["reason"][:20]))
 
 
-def _read_partitioned(root: Path, table: str, vehicle_ids=None, start=None, end=None) -> pd.DataFrame:
-    if not root.exists() or not any(root.rglob("*.parquet")):
+def read_manifest(vdir: Path) -> dict:
+    try:
+        return json.loads((vdir / MANIFEST).read_text())
+    except FileNotFoundError:
+        return {}
+
+
+def unit_files(vdir: Path) -> tuple[list[Path], list[Path]]:
+    """A vehicle directory's live Parquet files, in read order, and the ones compaction has superseded.
+
+    The manifest is read before the directory is listed: a merged file is renamed into place before
+    the manifest that names it, so a listing taken after the manifest always holds the files it names.
+    """
+    m = read_manifest(vdir)
+    current, replaced = m.get("compacted"), m.get("replaced", {})
+    live, dead = [], []
+    for dirpath, dirnames, filenames in os.walk(vdir):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "_")))
+        for name in sorted(filenames):
+            if not name.endswith(".parquet") or name.startswith((".", "_")):
+                continue
+            path = Path(dirpath, name)
+            rel = path.relative_to(vdir).as_posix()
+            if name.startswith(COMPACT_PREFIX):
+                (live if rel == current else dead).append(path)
+                continue
+            ident = replaced.get(rel)
+            if ident is not None:
+                try:
+                    st = path.stat()
+                except FileNotFoundError:
+                    continue
+                if [st.st_size, st.st_mtime_ns] == ident:  # rewritten since (a replayed batch) → live again
+                    dead.append(path)
+                    continue
+            live.append(path)
+    return live, dead
+
+
+def vehicle_dirs(root: Path, vehicle_ids=None) -> list[Path]:
+    if vehicle_ids is not None:
+        return [d for d in (root / f"vehicle_id={v}" for v in sorted(set(map(str, vehicle_ids)))) if d.is_dir()]
+    if not root.is_dir():
+        return []
+    return sorted(Path(e.path) for e in os.scandir(root) if e.is_dir() and e.name.startswith("vehicle_id="))
+
+
+DEDUP_KEYS = {"samples": ["vehicle_id", "ts", "source"], "dtc_events": ["vehicle_id", "ts", "code", "status"]}
+
+
+def read_files(files: list[Path], table: str, filt=None) -> pd.DataFrame:
+    if not files:
         return schemas.empty(table)
-    dataset = ds.dataset(root, format="parquet", partitioning="hive", schema=schemas.TABLES[table].append(pa.field("date", pa.string())), exclude_invalid_files=True)
+    schema = schemas.TABLES[table]
+    dataset = ds.dataset([str(f) for f in files], format="parquet", schema=schema)
+    df = dataset.to_table(filter=filt, columns=[f.name for f in schema]).to_pandas()
+    # a batch replayed after a crash may have been stored twice: one reading instant is one row
+    df = df.sort_values(["vehicle_id", "ts"], kind="stable").drop_duplicates(DEDUP_KEYS[table], keep="last")
+    return df.reset_index(drop=True)
+
+
+def _read_partitioned(root: Path, table: str, vehicle_ids=None, start=None, end=None) -> pd.DataFrame:
     filt = None
     if vehicle_ids is not None:
         filt = ds.field("vehicle_id").isin(list(vehicle_ids))
@@ -113,12 +202,14 @@ def _read_partitioned(root: Path, table: str, vehicle_ids=None, start=None, end=
     if end is not None:
         f = ds.field("ts") < pd.Timestamp(end, tz="UTC")
         filt = f if filt is None else filt & f
-    tbl = dataset.to_table(filter=filt, columns=[f.name for f in schemas.TABLES[table]])
-    df = tbl.to_pandas()
-    # a batch replayed after a crash may have been stored twice: one reading instant is one row
-    keys = ["vehicle_id", "ts", "source"] if table == "samples" else ["vehicle_id", "ts", "code", "status"]
-    df = df.sort_values(["vehicle_id", "ts"], kind="stable").drop_duplicates(keys, keep="last")
-    return df.reset_index(drop=True)
+    for attempt in range(5):
+        files = [f for d in vehicle_dirs(root, vehicle_ids) for f in unit_files(d)[0]]
+        try:
+            return read_files(files, table, filt)
+        except FileNotFoundError:
+            if attempt == 4:  # a compaction committed and removed what we had listed: list again
+                raise
+    raise AssertionError("unreachable")
 
 
 def read_samples(paths: Paths | None = None, vehicle_ids=None, start=None, end=None) -> pd.DataFrame:

@@ -14,6 +14,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from autopdm import compact
 from autopdm.cli.common import clear_errors, console, fail, paths, progress
 from autopdm.ingest import can as can_ingest
 from autopdm.ingest import canlive
@@ -50,7 +51,16 @@ def ingest_csv(
         console.print(escape(f"{r.path}: {r.written} samples, {r.quarantined} quarantined{extra}"))
         for why in r.reasons[:3]:
             console.print(escape(f"  quarantined {r.path.name} {why}"))
+    _auto_compact(p)
     _exit_for(sum(r.quarantined for r in results), sum(bool(r.error) for r in results), len(results))
+
+
+def _auto_compact(p) -> None:
+    """A large import leaves many small files: merge them now (AUTOPDM_COMPACT_AFTER_FILES)."""
+    with clear_errors(compact.CompactionBusy):
+        res = compact.after_import(p)
+    if res is not None and res.vehicles:
+        console.print(f"store compacted: {res.files_before:,} files of {res.vehicles} vehicle(s) merged")
 
 
 def _exit_for(quarantined: int, failed: int, files: int) -> None:
@@ -235,6 +245,7 @@ def ingest_can(
                                               stop=lambda: stop["flag"])]
     for r in reports:
         _print_can_report(r)
+    _auto_compact(p)
     if any(r.usage_error for r in reports):
         raise typer.Exit(2)
     _exit_for(sum(r.quarantined for r in reports), sum(bool(r.error) for r in reports), len(reports))

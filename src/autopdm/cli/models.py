@@ -16,8 +16,7 @@ from autopdm.modeling.lock import LockBusy, modeling_lock
 from autopdm.modeling.reports import evaluate_champions, export_metadata
 from autopdm.modeling.tracking import ensure_store
 from autopdm.modeling.train import train_all
-from autopdm.pipeline import features_dask
-from autopdm.pipeline.features import build_from_store
+from autopdm.pipeline import features_chunked, features_dask
 
 
 @contextlib.contextmanager
@@ -54,15 +53,17 @@ def register(app: typer.Typer) -> None:
                     df = features_dask.run(p, as_of=as_of)
             else:
                 with console.status("building features"):
-                    try:
-                        df, _ = build_from_store(p, as_of=as_of)
-                    except FileNotFoundError as exc:
+                    try:  # a block of vehicles at a time: bounded memory, the whole-fleet table
+                        res = features_chunked.build_chunked(p, as_of=as_of)
+                    except (FileNotFoundError, ValueError) as exc:
                         raise fail(str(exc)) from None
         # the next step is usually `mlflow run . -e train`: have the tracking store ready under var/
         ensure_store(p)
-        n_feat = len([c for c in df.columns if not c.startswith(("label_", "days_to_need_"))]) - 3
-        console.print(f"{len(df):,} rows × {n_feat} features for {df['vehicle_id'].nunique():,} vehicles "
-                      f"({df['date'].min():%Y-%m-%d}..{df['date'].max():%Y-%m-%d}) in {time.perf_counter() - t0:.1f} s "
+        if engine == "dask":
+            res = features_chunked.FeaturesWritten(len(df), list(df.columns), df["vehicle_id"].nunique(),
+                                                   df["date"].min(), df["date"].max())
+        console.print(f"{res.rows:,} rows × {res.n_features} features for {res.vehicles:,} vehicles "
+                      f"({res.first:%Y-%m-%d}..{res.last:%Y-%m-%d}) in {time.perf_counter() - t0:.1f} s "
                       f"→ {p.table('features')}")
 
     @app.command("train")

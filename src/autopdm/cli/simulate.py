@@ -6,7 +6,7 @@ import pandas as pd
 import typer
 
 from autopdm.cli.common import clear_errors, console, paths, progress
-from autopdm.sim.fleet import simulate_fleet, write_fleet
+from autopdm.sim.fleet import simulate_to_store
 
 
 def register(app: typer.Typer) -> None:
@@ -32,16 +32,15 @@ def register(app: typer.Typer) -> None:
                 pd.Timestamp(start)
             except ValueError:
                 raise ValueError(f"--start: not a date: {start!r}") from None
-            fleet = simulate_fleet(vehicles, days, seed, climate=climate, aggressiveness=aggressiveness,
-                                   raw_vehicles=raw_vehicles, start=start, progress=on_progress)
-            bar.update(task, description=f"writing to {p.home}")
-            write_fleet(fleet, p)
+            # trips are written a block of vehicles at a time as they are made (bounded memory)
+            fleet, trips = simulate_to_store(p, vehicles, days, seed, climate=climate, aggressiveness=aggressiveness,
+                                             raw_vehicles=raw_vehicles, start=start, progress=on_progress)
             bar.update(task, description="written")
 
         se = fleet.service_events
         by = se.groupby(["component", "action"]).size().unstack(fill_value=0)
-        console.print(f"[bold]{len(fleet.vehicles):,}[/bold] vehicles, [bold]{len(fleet.trips):,}[/bold] trips "
-                      f"({fleet.trips['distance_km'].sum():,.0f} km), {len(fleet.dtc_events):,} DTC events, "
+        console.print(f"[bold]{len(fleet.vehicles):,}[/bold] vehicles, [bold]{trips.rows:,}[/bold] trips "
+                      f"({trips.km:,.0f} km), {len(fleet.dtc_events):,} DTC events, "
                       f"{len(fleet.samples):,} raw samples → {p.home}")
         for comp in ("brake", "tire", "battery", "other"):
             if comp in by.index:

@@ -46,8 +46,8 @@ from autopdm.modeling.operating_point import costs, set_operating_point
 from autopdm.modeling.split import time_vehicle_split
 from autopdm.modeling.tracking import EXPERIMENT, setup_mlflow
 from autopdm.monitor import log_reference
-from autopdm.pipeline import features_dask
-from autopdm.pipeline.features import build_from_store, feature_columns
+from autopdm.pipeline import features_chunked, features_dask
+from autopdm.pipeline.features import feature_columns
 
 GATE_METRICS = ("ew_recall", "pr_auc")   # higher is better; the candidate must match or beat both
 LGB_ENGINES = ("pandas", "dask")
@@ -55,9 +55,9 @@ LGB_ENGINES = ("pandas", "dask")
 
 def load_or_build_features(paths: Paths) -> pd.DataFrame:
     """The stored features table; built (and stored, with its needs) first when there is none."""
-    if paths.table("features").exists():
-        return store.read_table("features", paths)
-    return build_from_store(paths)[0]
+    if not paths.table("features").exists():
+        features_chunked.build_chunked(paths)  # a block of vehicles at a time, then read once
+    return store.read_table("features", paths)
 
 
 def gate_decision(candidate: dict, champion: dict | None, tolerance: float = 0.0) -> tuple[bool, str]:

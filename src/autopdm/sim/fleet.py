@@ -33,12 +33,16 @@ tests/test_simulate.py::test_same_output_as_recorded holds fingerprints of known
 
 from __future__ import annotations
 
+import os
 import shutil
-from dataclasses import dataclass, field
+import uuid
+from dataclasses import dataclass, field, fields
 from typing import Callable
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from autopdm import schemas, store
 from autopdm.config import Paths
@@ -318,6 +322,9 @@ class Telemetry:
     tire_min: np.ndarray
     odo_end: np.ndarray
     fuel0: np.ndarray
+
+    def rows(self, lo: int, hi: int) -> Telemetry:
+        return Telemetry(*(getattr(self, f.name)[lo:hi] for f in fields(self)))
 
 
 # ---- phases -----------------------------------------------------------------------------------------------
@@ -876,6 +883,38 @@ def simulate_fleet(n_vehicles: int, days: int, seed: int, climate: str = "mixed"
 
     `progress(phase, done, total)` is called before each phase and once at the end ("done").
     """
+    return _simulate(n_vehicles, days, seed, climate, aggressiveness, raw_vehicles, start, progress)
+
+
+# Trips are tabled this many vehicles at a time: a table of every trip at once (23 columns, trip ids as
+# strings) was the simulator's peak memory, ~2 GB per 1,000 vehicles × 730 days.
+TRIP_CHUNK_VEHICLES = 250
+
+
+def _trips_in_chunks(lib: dc.Library, veh: Vehicles, trips: Trips, tel: Telemetry, reported: np.ndarray,
+                     sink: Callable[[pd.DataFrame], None] | None) -> pd.DataFrame | None:
+    """`trips_table` a block of vehicles at a time (rows are per trip, ordered by vehicle: the blocks'
+    tables one after the other are the whole table). To `sink` when given, else concatenated."""
+    cuts = np.searchsorted(trips.veh, np.arange(0, veh.n + TRIP_CHUNK_VEHICLES, TRIP_CHUNK_VEHICLES))
+    parts = []
+    for lo, hi in zip(cuts[:-1], cuts[1:]):
+        if hi <= lo and parts:
+            continue
+        part = trips_table(lib, veh, trips.subset(slice(lo, hi)), tel.rows(lo, hi), reported)
+        if sink is None:
+            parts.append(part)
+        else:
+            sink(part)
+    if sink is not None:
+        return None
+    return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+
+
+def _simulate(n_vehicles: int, days: int, seed: int, climate: str = "mixed", aggressiveness: float = 1.0,
+              raw_vehicles: int = 0, start: str = "2025-01-01", progress: Progress | None = None,
+              trips_sink: Callable[[pd.DataFrame], None] | None = None) -> Fleet:
+    """`simulate_fleet`; with `trips_sink` the trips table goes to it in blocks of vehicles and the
+    returned fleet has no trips (what `simulate_to_store` uses to bound memory)."""
     _check_arguments(n_vehicles, days, climate, aggressiveness)
     step = _stepper(progress, raw_vehicles > 0)
     rng, cal, N, D = Streams.from_seed(seed), Calendar.starting(start, days), n_vehicles, days
@@ -892,6 +931,7 @@ def simulate_fleet(n_vehicles: int, days: int, seed: int, climate: str = "mixed"
     var = trip_variants(rng.trips, lib, veh, slots)
     step("trip order and times of day")
     trips = times_of_day(rng.times, lib, veh, cal, slots, var, order_within_day(rng.times, slots, D))
+    del slots, var
 
     step("hidden wear: battery, routine services, no-starts")
     use = daily_use(lib, trips, N, D)         # the use as planned: a dead battery's lost days still count here
@@ -921,12 +961,14 @@ def simulate_fleet(n_vehicles: int, days: int, seed: int, climate: str = "mixed"
     step("telemetry and coverage")
     tel = trip_telemetry(rng.telemetry, lib, veh, temp, trips, hidden.soh, use.undercharged, cold_p, odo0)
     reported = coverage(rng.coverage, N, D)
-    trips_df = trips_table(lib, veh, trips, tel, reported)
+    trips_df = _trips_in_chunks(lib, veh, trips, tel, reported, trips_sink)
     step("DTC events and hidden truth")
     no_starts = no_start_mornings(batt_lives, reported)
     dtc_df = dtc_events(rng.telemetry, veh, cal, trips, tel, reported, no_starts)
     true_needs = true_needs_table(veh, cal, cumkm, hidden.lives, parts)
     lives_df = lives_table(veh, km, hidden.cum)
+    if not raw_vehicles:
+        del tel  # the per-trip readings are the bulk of what is held; only raw samples still need them
     true_state = inspections.true_state_table(veh.vin_arr, cal.dates, states, hidden.lives, km,
                                               {"distance_km": km, "brake_energy": trips.per_day(N, D, trips.col(lib, "brake_energy_kj_per_t"))})
     samples = schemas.empty("samples")
@@ -934,6 +976,8 @@ def simulate_fleet(n_vehicles: int, days: int, seed: int, climate: str = "mixed"
         step("raw 1 Hz samples")
         samples = raw_samples(rng.raw, lib, veh, cal, temp, trips, tel, reported, no_starts, raw_vehicles)
     step("done")
+    if trips_df is None:
+        trips_df = schemas.empty("trips")
     return Fleet(vehicles_table(veh), trips_df, service_df, dtc_df, true_needs, samples, lives_df, insp_df, true_state,
                  cumkm)
 
@@ -1113,25 +1157,101 @@ def write_fleet(fleet: Fleet, paths: Paths) -> None:
     partitions of earlier simulated vehicles.
     """
     paths.ensure()
-    old_trips = store.read_table("trips", paths)
-    recorded = old_trips[old_trips["source"] != "sim"]
+    recorded, old_sim_v = _previous_trips(paths)
+    keep_v = _write_records(fleet, paths, recorded, old_sim_v)
+    store.write_table(pd.concat([recorded, fleet.trips], ignore_index=True) if len(recorded) else fleet.trips, "trips", paths)
+    _write_rest(fleet, paths, old_sim_v - keep_v)
+
+
+@dataclass
+class TripsWritten:
+    rows: int = 0
+    km: float = 0.0
+
+
+def simulate_to_store(paths: Paths, n_vehicles: int, days: int, seed: int, climate: str = "mixed",
+                      aggressiveness: float = 1.0, raw_vehicles: int = 0, start: str = "2025-01-01",
+                      progress: Progress | None = None) -> tuple[Fleet, TripsWritten]:
+    """`simulate_fleet` then `write_fleet`, in bounded memory: the trips table (the bulk) is written a
+    block of vehicles at a time as it is made and never held whole; the same files as `write_fleet`
+    writes. Returns the fleet without its trips, and how many trips (and km) were written."""
+    paths.ensure()
+    recorded, old_sim_v = _previous_trips(paths)
+    target = paths.table("trips")
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    written = TripsWritten()
+    out: dict[str, pq.ParquetWriter] = {}
+
+    def put(df: pd.DataFrame) -> None:
+        # the first block's schema carries the pandas metadata `store.write_table` would store
+        tbl = schemas.to_arrow(schemas.conform(df, "trips"), "trips")
+        if "w" not in out:
+            out["w"] = pq.ParquetWriter(tmp, tbl.schema, compression="zstd")
+        out["w"].write_table(tbl)
+
+    def sink(df: pd.DataFrame) -> None:
+        put(df)
+        written.rows += len(df)
+        written.km += float(df["distance_km"].sum())
+
+    try:
+        if len(recorded):  # first, as write_fleet puts them
+            put(recorded)
+        del recorded
+        fleet = _simulate(n_vehicles, days, seed, climate, aggressiveness, raw_vehicles, start, progress, trips_sink=sink)
+        if "w" not in out:
+            put(schemas.empty("trips"))
+        out["w"].close()
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        keep_v = _write_records(fleet, paths, None, old_sim_v)
+        os.replace(tmp, target)
+        _write_rest(fleet, paths, old_sim_v - keep_v)
+    finally:
+        if "w" in out:
+            out["w"].close()
+        tmp.unlink(missing_ok=True)
+    return fleet, written
+
+
+def _previous_trips(paths: Paths) -> tuple[pd.DataFrame, set[str]]:
+    """The recorded (non-simulated) trips already stored, and the vehicles of earlier simulated trips —
+    read without loading the simulated trips, which can be tens of millions of rows."""
+    path = paths.table("trips")
+    if not path.exists():
+        return schemas.empty("trips"), set()
+    src = pq.read_table(path, columns=["source", "vehicle_id"])
+    is_sim = pc.fill_null(pc.equal(src["source"], "sim"), False)
+    old_sim_v = set(pc.unique(src["vehicle_id"].filter(is_sim)).to_pylist())
+    del src
+    not_sim = (pc.field("source") != "sim") | pc.field("source").is_null()
+    return pq.read_table(path, filters=not_sim).to_pandas(), old_sim_v
+
+
+def _write_records(fleet: Fleet, paths: Paths, recorded: pd.DataFrame | None, old_sim_v: set[str]) -> set[str]:
+    """The workshop's records of the fleet, after forgetting earlier simulated vehicles'. Returns the
+    recorded vehicles whose records are kept."""
+    if recorded is None:
+        recorded, _ = _previous_trips(paths)
     keep_v = set(recorded["vehicle_id"]) - set(fleet.vehicles["vehicle_id"])
-    old_sim_v = set(old_trips.loc[old_trips["source"] == "sim", "vehicle_id"]) | set(fleet.vehicles["vehicle_id"])
-    _forget_records(paths, old_sim_v - keep_v)
+    _forget_records(paths, (old_sim_v | set(fleet.vehicles["vehicle_id"])) - keep_v)
     res = import_records({"vehicles": fleet.vehicles, "service_events": fleet.service_events,
                           "inspections": fleet.inspections}, paths, origin="simulate")
     bad = {t: r.reasons for t, r in res.items() if r.quarantined}
     if bad:  # the simulator writes valid records: anything else is a bug here, not bad input
         raise ValueError(f"simulated records failed validation: {bad}")
+    return keep_v
 
-    store.write_table(pd.concat([recorded, fleet.trips], ignore_index=True) if len(recorded) else fleet.trips, "trips", paths)
+
+def _write_rest(fleet: Fleet, paths: Paths, forget_v: set[str]) -> None:
+    """The hidden truth, then DTC events and samples (earlier simulated vehicles' partitions removed)."""
     store.write_table(fleet.true_needs, "true_needs", paths)
     if len(fleet.lives):
         store.write_table(fleet.lives, "true_lives", paths)
     if len(fleet.true_state):
         store.write_table(fleet.true_state, "true_state", paths)
     for root in (paths.samples, paths.dtc_events):
-        for vin in old_sim_v - keep_v:
+        for vin in forget_v | set(fleet.vehicles["vehicle_id"]):
             d = root / f"vehicle_id={vin}"
             if d.exists():
                 shutil.rmtree(d)
