@@ -30,6 +30,7 @@ from autopdm.components import Component
 from autopdm.config import Paths
 from autopdm.modeling.baselines import km_per_day, last_readings, use_since_fitting
 from autopdm.pipeline.features import EARLY_WARNING, HORIZON_DAYS
+from autopdm.pipeline.part_state import _phi as phi   # the normal distribution function, defined once
 
 TABLE = "true_state"
 
@@ -88,12 +89,6 @@ def read_true_state(paths: Paths, component: str) -> TrueState | None:
     return TrueState.from_table(t, component)
 
 
-def _phi(x: np.ndarray) -> np.ndarray:
-    from scipy.special import ndtr  # scipy comes with scikit-learn
-
-    return ndtr(x)
-
-
 def part_level(comp: Component, signed: list[np.ndarray]) -> np.ndarray:
     """Signed per-position levels (lower = worse) into the part's, as its need combines positions: the
     worst position ("any"), or the best ("all")."""
@@ -124,8 +119,8 @@ def ceiling_score(rows: pd.DataFrame, component: str, truth: TrueState, horizon:
             rate = np.nan_to_num(rates[p], nan=0.0)
             left = sign * (level - lim.need) - rate * np.nan_to_num(use, nan=0.0)     # wear left before the limit
             known = np.isfinite(level)
-            now.append(np.where(known, _phi(left / sd), 1.0))
-            later.append(np.where(known, _phi((left - rate * future) / sd), 1.0))
+            now.append(np.where(known, phi(left / sd), 1.0))
+            later.append(np.where(known, phi((left - rate * future) / sd), 1.0))
     now, later = np.vstack(now), np.vstack(later)
     # the need is the day the part reaches its limit: it falls in the horizon when the part is above the
     # limit today and not at its end (a part already past it had its need before today)
