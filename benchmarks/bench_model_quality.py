@@ -1,7 +1,7 @@
 """Model quality on held-out simulated fleets: the model beside the fixed-interval rule, the careful advisor
 and the physical ceiling, with work-order yields, mean and spread over fleet seeds.
 
-    python benchmarks/bench_model_quality.py [--vehicles 600] [--days 730] [--seeds 101,102,103]
+    python benchmarks/bench_model_quality.py [--vehicles 400] [--days 730] [--seeds 101,102,103]
                                              [--json out.json] [--plots docs/img]
 
 Per fleet seed: simulate a fleet the project never trained on (the workshop's records with
@@ -13,8 +13,8 @@ early-warning recall and alert precision at the operating point, PR-AUC, alert r
 rule, the careful advisor and the physical ceiling at the same alert volume; work-order yield (a need
 within 15 days) and advise-line yield (the part at or below the advise line in the recommended window);
 mean ± sd over the seeds. With --plots, two small PNGs (recall by who, yields by who).
-No MLflow, no registry: only what the figures need. 400 vehicles × 730 days × 3 seeds: 8.3 min on 2 shared cores
-(load 8–11); the default 600 takes about 1.5× that.
+No MLflow, no registry: only what the figures need. The defaults (400 vehicles × 730 days × 3 seeds) took
+8.3 min on 2 shared cores at load 8–11, 1.9 GB peak.
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ def plot(summary: dict, out_dir: Path) -> list[Path]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--vehicles", type=int, default=600)
+    ap.add_argument("--vehicles", type=int, default=400)
     ap.add_argument("--days", type=int, default=730)
     ap.add_argument("--seeds", default="101,102,103", help="fleet seeds (fleets the project never trained on)")
     ap.add_argument("--json", help="write the runs and the summary here")
