@@ -310,8 +310,9 @@ def test_score_emit_with_receiver_down_then_up_delivers_each_once(fleet_home, fl
             assert r["component"] == "reminder:" + wo["service"] and r["work_order_id"].startswith("rm-")
             continue
         assert set(wo) == {"work_order_id", "vehicle_id", "customer_id", "channel", "component", "risk", "risk_band",
-                           "recommended_window", "recommended_action", "evidence", "model", "created_at"}
+                           "recommended_window", "recommended_action", "evidence", "explanation", "model", "created_at"}
         assert wo["work_order_id"] == r["work_order_id"] and set(wo["model"]) == {"name", "version"}
+        assert isinstance(wo["explanation"], list) and all(isinstance(t, str) and t for t in wo["explanation"])
     # the last day again, through the CLI: nothing new while the recommendations are open
     r = subprocess.run([AUTOPDM, "score", "--as-of", str(days[-1]), "--emit", "--json", "--no-deliver"], env=env,
                        capture_output=True, text=True, timeout=120)

@@ -26,6 +26,7 @@ def tiny_fleet(home):
     store.write_table(fleet.vehicles, "vehicles", home)
     store.write_table(fleet.service_events, "service_events", home)
     store.write_table(fleet.true_needs, "true_needs", home)  # the simulator's hidden truth: evaluation only
+    store.write_table(fleet.true_state, "true_state", home)
     df = build_features(fleet.trips, fleet.vehicles, fleet.service_events, fleet.dtc_events)
     store.write_table(df, "features", home)
     return home, store.read_table("features", home)
@@ -71,6 +72,17 @@ def test_train_registers_three_models_sets_champion_and_gate_refuses_worse(tiny_
                   "observed_needs/ew_recall", "observed_needs/baseline_ew_recall", "calib_break_even_risk"):
             assert k in run.data.metrics, k
         assert run.data.metrics["test_ew_recall"] == run.data.metrics["true_needs/ew_recall"]
+        # the quality headline: model, fixed-interval rule, careful advisor, physical ceiling (true state), yields
+        q = r["quality"]
+        assert q["needs"] == "true_needs" and {"model", "fixed_interval", "advisor", "ceiling"} <= set(q)
+        for k in ("quality/model_ew_recall", "quality/fixed_interval_ew_recall", "quality/advisor_pr_auc",
+                  "quality/ceiling_pr_auc", "true_needs/advisor_ew_recall", "true_needs/ceiling_n_alerts",
+                  "true_needs/n_work_orders", "observed_needs/advisor_ew_recall"):
+            assert k in run.data.metrics, k
+        assert run.data.metrics["true_needs/ceiling_n_alerts"] == run.data.metrics["true_needs/n_alerts"]
+        if r["metrics"]["n_work_orders"]:
+            assert 0.0 <= run.data.metrics["quality/model_work_order_yield"] <= 1.0
+            assert 0.0 <= run.data.metrics["quality/model_advise_yield"] <= 1.0
         assert run.data.params["threshold_rule"] in ("break-even risk", "alert budget")
         assert float(mv.tags["cost_alert"]) < float(mv.tags["cost_missed_need"])
         assert run.data.params["train_end"] < run.data.params["test_start"]
@@ -137,6 +149,11 @@ def test_cli_features_and_evaluate(tiny_fleet, monkeypatch):
     out = paths.home / "exported"
     r = runner.invoke(app, ["evaluate", "--export", str(out)])
     assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())                  # the console wraps long lines
+    for comp in COMPONENTS:   # the quality headline per component
+        line = text.split(f"{comp} quality (", 1)[1].split(" quality (")[0]
+        assert all(w in line for w in ("model", "fixed-interval rule", "careful advisor", "physical ceiling",
+                                       "work-order yield", "advise line")), line
     rep = json.loads((paths.reports / "evaluation.json").read_text())
     assert set(rep["components"]) == set(COMPONENTS)
     assert (paths.reports / "model_card_brake.md").exists()
@@ -146,8 +163,11 @@ def test_cli_features_and_evaluate(tiny_fleet, monkeypatch):
             assert {"model", "baseline_same_volume", "baseline_rule", "lead_time_histogram"} <= set(block)
             assert block["baseline_same_volume"]["n_alerts"] == block["model"]["n_alerts"]
         assert json.dumps(r["test"]) == json.dumps(r["against"]["true_needs"]["model"])  # NaN-safe
+        assert set(r["quality"]) >= {"model", "fixed_interval", "advisor", "ceiling"}
+        assert {"advisor_same_volume", "ceiling_same_volume"} <= set(r["against"]["true_needs"])
     card = (paths.reports / "model_card_brake.md").read_text()
     assert "Against true needs" in card and "Against observed needs" in card
+    assert "careful advisor" in card and "physical ceiling" in card and "work-order yield" in card
     meta = json.loads((out / "autopdm-battery.json").read_text())
     assert meta["version"] == "1" and "threshold" in meta and "feature_names" in meta
     r = runner.invoke(app, ["train", "--component", "wheel"])

@@ -36,6 +36,25 @@ def _fmt(v) -> str:
         return str(v)
 
 
+QUALITY_NAMES = {"model": "model", "fixed_interval": "fixed-interval rule", "advisor": "careful advisor",
+                 "ceiling": "physical ceiling"}
+
+
+def quality_line(comp: str, q: dict | None) -> str:
+    """The headline of a component's quality: recall/precision of the model, the fixed-interval rule, the careful
+    advisor and the physical ceiling at the model's alert volume, then the work-order yields."""
+    if not q:
+        return ""
+    parts = [f"{QUALITY_NAMES[w]} {_fmt(q[w].get('ew_recall'))}/{_fmt(q[w].get('precision'))}"
+             for w in QUALITY_NAMES if isinstance(q.get(w), dict)]
+    m = q.get("model", {})
+    yields = f"work-order yield {_fmt(m.get('work_order_yield'))}"
+    if "advise_yield" in m:
+        yields += f", at the advise line {_fmt(m.get('advise_yield'))}"
+    return (f"{comp:8s} quality ({q['needs'].replace('_', ' ')}; early-warning recall/precision at alert rate "
+            f"{_fmt(q.get('alert_rate'))}): " + " | ".join(parts) + f"; {yields}")
+
+
 def register(app: typer.Typer) -> None:
     @app.command("features")
     def features_cmd(
@@ -107,6 +126,7 @@ def register(app: typer.Typer) -> None:
                           f"{_fmt(m['precision'])} (alert rate {_fmt(m['alert_rate'])}, {m['n_events']} events); "
                           f"PR-AUC {_fmt(m['pr_auc'])}, Brier {_fmt(m.get('brier'))} | baseline same volume: "
                           f"recall {_fmt(b['ew_recall'])}, precision {_fmt(b['precision'])}")
+            console.print(quality_line(comp, r.get("quality")))
         console.print(f"report: {rep['report']}")
         if export:
             for f in export_metadata(p, export):
@@ -128,5 +148,6 @@ def _print_results(res: dict) -> None:
             f"         baseline at the same volume: recall {_fmt(b['ew_recall'])}, precision {_fmt(b['precision'])}; "
             f"literal rule: recall {_fmt(r['baseline_rule']['ew_recall'])}, precision {_fmt(r['baseline_rule']['precision'])}, "
             f"alert rate {_fmt(r['baseline_rule']['alert_rate'])}")
+        console.print(quality_line(comp, r.get("quality")))
     if "_run_id" in res:
         console.print(f"mlflow run {res['_run_id']}")

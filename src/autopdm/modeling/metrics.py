@@ -18,6 +18,11 @@ Definitions:
 * alert rate — alert rows per vehicle-day (the volume a workshop has to absorb).
 * lead time — for each evaluable need, the largest number of days before it at which an alert
   fired, within 30 days (0 = never alerted).
+* work order — what the alerts become in the outbox: an alert on a vehicle opens one unless a work
+  order of the same vehicle opened in the 15 days before is still open (its window has not ended),
+  as `delivery.outbox` suppresses equivalent recommendations.
+* work-order yield — share of work orders followed by a need within 15 days (the part really needed
+  service within the horizon): what the workshop feels of the alerts, one contact per work order.
 """
 
 from __future__ import annotations
@@ -106,6 +111,25 @@ def alert_lead_times(rows: pd.DataFrame, alert: np.ndarray, events: pd.DataFrame
     return out
 
 
+def work_order_starts(rows: pd.DataFrame, alert: np.ndarray, open_days: int = HORIZON_DAYS) -> np.ndarray:
+    """Per row: whether its alert opens a work order — no work order of the same vehicle opened in the
+    `open_days` days before (that one would still be open: its window ends `open_days` after it)."""
+    alert = np.asarray(alert, dtype=bool)
+    out = np.zeros(len(rows), dtype=bool)
+    idx = np.flatnonzero(alert)
+    if not len(idx):
+        return out
+    vid = pd.factorize(rows["vehicle_id"].astype(str).to_numpy()[idx])[0]
+    day = _days(rows["date"].to_numpy()[idx])
+    order = np.lexsort((day, vid))
+    last_v, last_day = -1, 0
+    for i in order:                      # alerted rows only; a work order depends on the one before it
+        if vid[i] != last_v or day[i] - last_day > open_days:
+            out[idx[i]] = True
+            last_v, last_day = vid[i], day[i]
+    return out
+
+
 def alert_metrics(rows: pd.DataFrame, alert: np.ndarray, component: str, needs: pd.DataFrame | None = None) -> dict:
     """Early-warning recall, precision and volume of a set of alerts (boolean per row) against `needs`."""
     alert = np.asarray(alert, dtype=bool)
@@ -113,6 +137,7 @@ def alert_metrics(rows: pd.DataFrame, alert: np.ndarray, component: str, needs: 
     y, _ = labels_from_needs(rows, nd)
     lt = alert_lead_times(rows, alert, evaluable_needs(rows, nd))
     n_alerts = int(alert.sum())
+    starts = work_order_starts(rows, alert)
     return {
         "ew_recall": float(lt["early"].mean()) if len(lt) else float("nan"),
         "precision": float(y[alert].mean()) if n_alerts else float("nan"),
@@ -121,6 +146,9 @@ def alert_metrics(rows: pd.DataFrame, alert: np.ndarray, component: str, needs: 
         "n_events": int(len(lt)),
         "n_events_warned": int(lt["early"].sum()) if len(lt) else 0,
         "lead_days_median": float(lt.loc[lt["lead_days"] > 0, "lead_days"].median()) if (lt["lead_days"] > 0).any() else 0.0,
+        "n_work_orders": int(starts.sum()),
+        "work_order_yield": float(y[starts].mean()) if starts.any() else float("nan"),
+        "_work_orders": starts,                                 # per row: opens a work order
         "_lead_days": lt["lead_days"].to_numpy(),
         "_events": lt,                                          # per evaluable need: lead_days, early
         "_y": y,                                                # per row: label against these needs

@@ -9,25 +9,27 @@ import numpy as np
 
 from autopdm import components, store
 from autopdm.config import Paths
-from autopdm.modeling import baselines, evaluation
+from autopdm.modeling import baselines, evaluation, truth
 from autopdm.modeling.champion import load_champions
 from autopdm.modeling.evaluation import public
 from autopdm.modeling.split import time_vehicle_split
 from autopdm.modeling.tracking import setup_mlflow
 
 
-def component_report(ch, test, true_needs) -> dict:
-    """One champion on the test rows: a block per set of needs (headline first) and, for the readers of
-    earlier reports, the headline block's figures under `test`, `baseline_same_volume`, `baseline_rule`."""
+def component_report(ch, test, true_needs, true_state=None) -> dict:
+    """One champion on the test rows: a block per set of needs (headline first), the quality headline
+    (model, fixed-interval rule, careful advisor, ceiling, yields) and, for the readers of earlier
+    reports, the headline block's figures under `test`, `baseline_same_volume`, `baseline_rule`."""
     comp = ch.component
     sets = evaluation.need_sets(test, comp, true_needs)
-    blocks = evaluation.assess_all(test, ch.predict(test), ch.threshold, comp, sets)
+    blocks = evaluation.assess_all(test, ch.predict(test), ch.threshold, comp, sets, true_state)
     head = evaluation.headline(sets)
     return {
         "name": ch.name, "version": ch.version, "threshold": ch.threshold, "run_id": ch.run_id,
-        "headline_needs": head, "test": public(blocks[head]["model"]),
+        "headline_needs": head, "quality": evaluation.quality(blocks), "test": public(blocks[head]["model"]),
         "baseline_same_volume": public(blocks[head]["baseline_same_volume"]),
         "baseline_rule": public(blocks[head]["baseline_rule"]), "baseline_description": baselines.description(comp),
+        "advisor_description": baselines.ADVISOR_DESCRIPTION,
         "against": {name: public(b) for name, b in blocks.items()},
     }
 
@@ -48,7 +50,7 @@ def evaluate_champions(paths=None, seed: int = 0, names=None, log_to_mlflow: boo
     rep = {"split": split.params(), "components": {}}
     paths.reports.mkdir(parents=True, exist_ok=True)
     for comp, ch in champs.items():
-        rep["components"][comp] = component_report(ch, test, true_needs)
+        rep["components"][comp] = component_report(ch, test, true_needs, truth.read_true_state(paths, comp))
         (paths.reports / f"model_card_{comp}.md").write_text(model_card(ch, rep["components"][comp], rep["split"]))
     out = paths.reports / "evaluation.json"
     out.write_text(json.dumps(rep, indent=2, default=float))
@@ -68,6 +70,9 @@ def _log_evaluation(paths: Paths, rep: dict, out: Path) -> None:
     with mlflow.start_run(run_name="evaluate", nested=mlflow.active_run() is not None):
         for comp, r in rep["components"].items():
             mlflow.log_metrics({**numeric(r["test"], f"{comp}_"), **numeric(r["baseline_same_volume"], f"{comp}_baseline_")})
+            for who, d in r["quality"].items():
+                if isinstance(d, dict):
+                    mlflow.log_metrics(numeric(d, f"{comp}/quality/{who}_"))
             for name, b in r["against"].items():
                 mlflow.log_metrics({**numeric(b["model"], f"{comp}/{name}/"),
                                     **numeric(b["baseline_same_volume"], f"{comp}/{name}/baseline_")})
@@ -81,6 +86,7 @@ def _f(v) -> str:
 
 def _performance_table(name: str, b: dict) -> str:
     m, base, rule = b["model"], b["baseline_same_volume"], b["baseline_rule"]
+    adv, ceil = b.get("advisor_same_volume", {}), b.get("ceiling_same_volume", {})
     ci = b.get("interval_90", {})
 
     def interval(who: str, k: str) -> str:
@@ -89,14 +95,17 @@ def _performance_table(name: str, b: dict) -> str:
 
     return f"""### Against {name.replace('_', ' ')}
 
-| | model | baseline, same alert volume | literal rule |
-|---|---|---|---|
-| early-warning recall (7–15 d) | {_f(m['ew_recall'])}{interval('model', 'ew_recall')} | {_f(base['ew_recall'])}{interval('baseline_same_volume', 'ew_recall')} | {_f(rule['ew_recall'])} |
-| alert precision | {_f(m['precision'])}{interval('model', 'precision')} | {_f(base['precision'])}{interval('baseline_same_volume', 'precision')} | {_f(rule['precision'])} |
-| alert rate (per vehicle-day) | {_f(m['alert_rate'])} | {_f(base['alert_rate'])} | {_f(rule['alert_rate'])} |
-| needs (evaluable) | {m['n_events']} | | |
-| PR-AUC | {_f(m['pr_auc'])} | {_f(base.get('pr_auc'))} | |
-| Brier | {_f(m.get('brier'))} | | |
+| | model | baseline, same alert volume | literal rule | careful advisor, same volume | physical ceiling, same volume |
+|---|---|---|---|---|---|
+| early-warning recall (7–15 d) | {_f(m['ew_recall'])}{interval('model', 'ew_recall')} | {_f(base['ew_recall'])}{interval('baseline_same_volume', 'ew_recall')} | {_f(rule['ew_recall'])} | {_f(adv.get('ew_recall'))} | {_f(ceil.get('ew_recall'))} |
+| alert precision | {_f(m['precision'])}{interval('model', 'precision')} | {_f(base['precision'])}{interval('baseline_same_volume', 'precision')} | {_f(rule['precision'])} | {_f(adv.get('precision'))} | {_f(ceil.get('precision'))} |
+| alert rate (per vehicle-day) | {_f(m['alert_rate'])} | {_f(base['alert_rate'])} | {_f(rule['alert_rate'])} | {_f(adv.get('alert_rate'))} | {_f(ceil.get('alert_rate'))} |
+| work orders | {m.get('n_work_orders', 'n/a')} | {base.get('n_work_orders', 'n/a')} | {rule.get('n_work_orders', 'n/a')} | {adv.get('n_work_orders', 'n/a')} | {ceil.get('n_work_orders', 'n/a')} |
+| work-order yield (need within 15 d) | {_f(m.get('work_order_yield'))} | {_f(base.get('work_order_yield'))} | {_f(rule.get('work_order_yield'))} | {_f(adv.get('work_order_yield'))} | {_f(ceil.get('work_order_yield'))} |
+| advise-line yield (true state in the window) | {_f(m.get('advise_yield'))} | {_f(base.get('advise_yield'))} | | {_f(adv.get('advise_yield'))} | {_f(ceil.get('advise_yield'))} |
+| needs (evaluable) | {m['n_events']} | | | | |
+| PR-AUC | {_f(m['pr_auc'])} | {_f(base.get('pr_auc'))} | | {_f(adv.get('pr_auc'))} | {_f(ceil.get('pr_auc'))} |
+| Brier | {_f(m.get('brier'))} | | | | |
 """
 
 
@@ -122,7 +131,9 @@ def model_card(ch, r: dict, split: dict) -> str:
 Headline: against {r['headline_needs'].replace('_', ' ')}. Bracketed: 90 % bootstrap interval over vehicles.
 
 {tables}
-Baseline: {r.get('baseline_description', '')}.
+Baseline: {r.get('baseline_description', '')}. Careful advisor: {r.get('advisor_description', '')}.
+Physical ceiling (simulated fleets only): knows each part's true wear rate, sees only the workshop's
+noisy readings (docs/model-quality.md).
 
 ## Limits
 

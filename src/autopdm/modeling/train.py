@@ -12,7 +12,8 @@
    `assess_candidate` — on the held-out test set, against each set of needs (`evaluation`: the
    simulator's true needs when the home has them — the headline — and the observed needs the
    labels were built from): early-warning recall, alert precision, alert rate, PR-AUC, Brier, lead
-   times, the workshop baseline at the same alert volume plus the literal rule;
+   times, work-order yield, the workshop baseline at the same alert volume plus the literal rule,
+   the careful advisor's measured-wear rule and (simulated fleets: `truth`) the physical ceiling;
    `gate` — the current champion scored on the same test rows against the same needs with its own
    threshold: the alias `champion` moves to the candidate only when its early-warning recall and
    PR-AUC are both at least the champion's (minus `tolerance`, default 0);
@@ -36,7 +37,7 @@ import pandas as pd
 from autopdm import components as registry
 from autopdm import store
 from autopdm.config import Paths, Settings
-from autopdm.modeling import baselines, evaluation, plots, pyfunc_model, train_dask
+from autopdm.modeling import baselines, evaluation, plots, pyfunc_model, train_dask, truth
 from autopdm.modeling.champion import Champion, get_champion
 from autopdm.modeling.evaluation import public
 from autopdm.modeling.fit import fit_booster, pip_requirements, subsample_negatives
@@ -119,6 +120,10 @@ class Assessment:
         return self.blocks[self.headline]["baseline_rule"]
 
     @property
+    def quality(self) -> dict:      # model vs fixed-interval rule vs careful advisor vs ceiling, and the yields
+        return evaluation.quality(self.blocks)
+
+    @property
     def ratio(self) -> float:       # early-warning recall over the baseline's at the same volume
         b = self.baseline["ew_recall"]
         return self.metrics["ew_recall"] / b if b and np.isfinite(b) and b > 0 else float("nan")
@@ -136,13 +141,15 @@ def fit_candidate(component: str, df: pd.DataFrame, split, feats: list[str], *, 
     return Candidate(model, fit_params, spw, tr, thr_info, cal_m)
 
 
-def assess_candidate(cand: Candidate, df: pd.DataFrame, split, true_needs: pd.DataFrame | None = None) -> Assessment:
-    """The candidate on the test rows against the true needs (when given: the headline) and the observed ones."""
+def assess_candidate(cand: Candidate, df: pd.DataFrame, split, true_needs: pd.DataFrame | None = None,
+                     true_state: "truth.TrueState | None" = None) -> Assessment:
+    """The candidate on the test rows against the true needs (when given: the headline) and the observed ones;
+    with the true state (simulated fleets), the physical ceiling and the advise-line yield too."""
     component = cand.model.component
     test = df.loc[split.test]
     risk = cand.model.predict(test)
     sets = evaluation.need_sets(test, component, true_needs)
-    blocks = evaluation.assess_all(test, risk, cand.model.threshold, component, sets)
+    blocks = evaluation.assess_all(test, risk, cand.model.threshold, component, sets, true_state)
     curve = operating_curve(test, risk, baselines.score(test, component), component, sets[evaluation.headline(sets)])
     return Assessment(test, risk, sets, blocks, curve)
 
@@ -204,6 +211,12 @@ def _run_metrics(cand: Candidate, a: Assessment) -> dict:
     for name, b in a.blocks.items():
         out.update({**_prefixed(b["model"], f"{name}/"), **_prefixed(b["baseline_same_volume"], f"{name}/baseline_"),
                     **_prefixed(b["baseline_rule"], f"{name}/baseline_rule_")})
+        for who in ("advisor_same_volume", "ceiling_same_volume"):
+            if who in b:
+                out.update(_prefixed(b[who], f"{name}/{who.removesuffix('_same_volume')}_"))
+    for who, d in a.quality.items():     # the headline: quality/<who>_<metric>, headline needs
+        if isinstance(d, dict):
+            out.update(_prefixed(d, f"quality/{who}_"))
     return out
 
 
@@ -229,7 +242,7 @@ def log_run(cand: Candidate, a: Assessment, split, y: np.ndarray, *, engine: str
     log_plots(cand, a)
     summary = {
         "component": component, "threshold": thr, "threshold_selection": info, "calibration": cand.model.calibration,
-        "headline_needs": a.headline, "test": public(a.metrics), "baseline_same_volume": public(a.baseline),
+        "headline_needs": a.headline, "quality": a.quality, "test": public(a.metrics), "baseline_same_volume": public(a.baseline),
         "baseline_rule": public(a.rule), "operating_curve": a.curve,
         "lead_time_histogram": a.blocks[a.headline]["lead_time_histogram"],
         "against": {name: public(b) for name, b in a.blocks.items()},
@@ -303,7 +316,7 @@ def train_component(component: str, df: pd.DataFrame, split, feats: list[str], *
 
     t0 = time.perf_counter()
     cand = fit_candidate(component, df, split, feats, seed=seed, params=params, cost_model=cost_model, fit=fit)
-    a = assess_candidate(cand, df, split, evaluation.read_true_needs(paths))
+    a = assess_candidate(cand, df, split, evaluation.read_true_needs(paths), truth.read_true_state(paths, component))
     decision = gate(client, component, a, tolerance, promote)
     ok, reason = decision[0], decision[1]
     y = df[registry.get(component).label].to_numpy(dtype=np.int8)
@@ -313,7 +326,8 @@ def train_component(component: str, df: pd.DataFrame, split, feats: list[str], *
     mlflow.log_metric("train_seconds", time.perf_counter() - t0)
     return {"component": component, "name": cand.model.name, "version": version, "promoted": ok, "reason": reason,
             "threshold": cand.model.threshold, "threshold_selection": cand.threshold_info,
-            "run_id": mlflow.active_run().info.run_id, "headline_needs": a.headline, "metrics": summary["test"],
+            "run_id": mlflow.active_run().info.run_id, "headline_needs": a.headline, "quality": a.quality,
+            "metrics": summary["test"],
             "baseline": summary["baseline_same_volume"], "baseline_rule": summary["baseline_rule"],
             "against": summary["against"], "champion_metrics": summary["gate"]["champion"],
             "ew_recall_vs_baseline": a.ratio, "best_iteration": cand.fit_params["best_iteration"],

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from autopdm import components
+from autopdm.serving.explain import explain
 
 LEAD_MIN, LEAD_MAX, WINDOW_DAYS = 7, 15, 8
 MIN_ALERT_RISK = 0.01  # never a work order below 1 % risk, whatever the operating threshold
@@ -178,11 +179,14 @@ def assess(rows: pd.DataFrame, champions: Mapping, as_of, with_evidence: str = "
     scored = score_rows(rows, champions, with_evidence)
     dates = pd.to_datetime(rows["date"]) if "date" in rows else [None] * n
     out = []
-    for vin, d, sc, day in zip(rows["vehicle_id"].astype(str), dates, scored, days):
+    for i, (vin, d, sc, day) in enumerate(zip(rows["vehicle_id"].astype(str), dates, scored, days)):
         a = {"vehicle_id": vin}
         if d is not None:
             a["feature_date"] = d.date().isoformat()
         a["components"] = finalize(vin, sc, day)
+        for comp, c in a["components"].items():   # the part's state and the evidence in words, for the work order
+            if c["alert"]:
+                c["explanation"] = explain(comp, rows.iloc[i].to_dict(), c["evidence"])
         out.append(a)
     return out
 
@@ -211,6 +215,7 @@ def work_orders(assessments: list[dict], vehicles: pd.DataFrame, created_at: str
                 "recommended_window": c["recommended_window"],
                 "recommended_action": c["recommended_action"],
                 "evidence": c["evidence"],
+                "explanation": list(c.get("explanation", [])),
                 "model": c["model"],
                 "created_at": created_at,
             })
