@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -353,12 +356,14 @@ label_battery:int8 days_to_need_battery:float64 label_complete:bool
 """
 DTYPES = {c.split(":")[0]: (c.split(":") + ["float32"])[1] for c in _COLUMN_SPEC.split()}
 COLUMNS = list(DTYPES)
-# (input hash, rows, columns, table hash)
+# (input hash, rows, columns, table hash); the table hash is kept for reference only: float results differ in
+# their last bits between CPUs (numpy picks SIMD kernels per machine), so the table is compared by its
+# per-column checksums in data/features_checksums.json, floats within a relative 1e-6 (`_checksums`)
 FINGERPRINTS = {
-    "sim40x400s0": (15872081641230402079, 15498, 211, 13097958278356016218),
-    "sim20x300s2cold": (17083531215675854021, 5710, 211, 12389485071559056521),
-    "sim40x400s0_asof": (15872081641230402079, 10418, 211, 17422868420319477915),
-    "sim40x400s0_dates": (15872081641230402079, 159, 211, 14319488710715023472),
+    "sim40x400s0": (7552365563293800919, 15498, 211, 297071847873223011),
+    "sim20x300s2cold": (11394075150620905603, 5710, 211, 14684294687265771710),
+    "sim40x400s0_asof": (7552365563293800919, 10418, 211, 10092596207796222254),
+    "sim40x400s0_dates": (7552365563293800919, 159, 211, 350377308378103216),
     "hand_inspections": (13637001229040883195, 1761, 211, 9853452832223837078),
     "hand_nodtc": (15759976687971660389, 1761, 211, 14721012470823548657),
     "hand_se_none": (3140787710151220016, 1761, 211, 5870754297299863860),
@@ -403,6 +408,39 @@ def _fingerprint(args, kw) -> tuple[tuple, pd.DataFrame]:
     return fp, f
 
 
+CHECKSUMS = Path(__file__).parent / "data" / "features_checksums.json"
+
+
+def _checksums(f: pd.DataFrame) -> dict[str, list]:
+    """Per column: the non-null count; for floats the sum, the sum of |x| and a sum weighted by row position
+    (a moved or changed value shows); other columns hashed exactly."""
+    w = np.arange(1, len(f) + 1, dtype="float64") / max(len(f), 1)
+    out = {}
+    for c in f.columns:
+        s = f[c]
+        if pd.api.types.is_float_dtype(s):
+            x = s.to_numpy(dtype="float64", na_value=np.nan)
+            m = np.isfinite(x)
+            out[c] = [int(m.sum()), float(x[m].sum()), float(np.abs(x[m]).sum()), float((x[m] * w[m]).sum())]
+        else:
+            out[c] = [int(s.notna().sum()), int(pd.util.hash_pandas_object(s, index=False).sum()) % (1 << 63)]
+    return out
+
+
+def _differences(got: dict, want: dict) -> list[str]:
+    bad = [c for c in want if c not in got] + [c for c in got if c not in want]
+    for c in set(got) & set(want):
+        g, w = got[c], want[c]
+        if len(g) == 2 or len(w) == 2 or g[0] != w[0]:
+            if g != w:
+                bad.append(c)
+            continue
+        tol = 1e-6 * max(w[2], 1e-9)
+        if abs(g[1] - w[1]) > tol or abs(g[2] - w[2]) > tol or abs(g[3] - w[3]) > tol:
+            bad.append(c)
+    return sorted(bad)
+
+
 @pytest.mark.parametrize("name", list(FINGERPRINTS))
 def test_features_table_is_unchanged(name, sim_fleets):
     fp, f = _fingerprint(*_fingerprint_case(name, sim_fleets))
@@ -412,4 +450,10 @@ def test_features_table_is_unchanged(name, sim_fleets):
     want = [c for c in COLUMNS if not (name == "hand_noreg" and c == "days_to_registration_anniversary")]
     assert list(f.columns) == want
     assert {c: str(t) for c, t in f.dtypes.items()} == {c: DTYPES[c] for c in want}
-    assert fp[1:] == expected[1:]
+    assert fp[1:3] == expected[1:3]
+    if os.environ.get("UPDATE_FEATURE_CHECKSUMS"):  # after a deliberate change: rewrite, then review the diff
+        saved = json.loads(CHECKSUMS.read_text()) if CHECKSUMS.exists() else {}
+        CHECKSUMS.parent.mkdir(exist_ok=True)
+        CHECKSUMS.write_text(json.dumps({**saved, name: _checksums(f)}, indent=0, sort_keys=True))
+    want = json.loads(CHECKSUMS.read_text())[name]
+    assert _differences(_checksums(f), want) == []
