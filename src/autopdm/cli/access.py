@@ -34,8 +34,9 @@ def register(app: typer.Typer) -> None:
         except TokenError as exc:
             raise fail(str(exc)) from None
         scope = f"dealer {dealer}" if dealer else "every dealer"
-        typer.echo(f"token {tid}: role {role}, {scope}")
-        typer.echo(f"secret (shown once; send it as Authorization: Bearer <secret>): {secret}")
+        typer.echo(f"token {tid}: role {role}, {scope}; the secret below is shown once "
+                   "(send it as Authorization: Bearer <secret>)")
+        typer.echo(secret)  # alone on the last line, for scripts
 
     @token.command("list")
     def list_cmd(as_json: bool = typer.Option(False, "--json", help="print as JSON")) -> None:

@@ -8,13 +8,14 @@ from contextvars import ContextVar
 from autopdm.config import Settings
 from autopdm.serving.tokens import Authenticator, Principal
 
-# health and the API documentation (BentoML's page, its OpenAPI document and assets, and the client
+# health, metrics (request counts and latencies, no vehicle data) and the API documentation (BentoML's
+# page, its OpenAPI document and assets, and the client
 # schema that bentoml.SyncHTTPClient reads) are open; everything else needs a token
-PUBLIC_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/schema.json", "/docs.json", "/docs"})
+PUBLIC_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics", "/schema.json", "/docs.json", "/docs"})
 # the role a token needs per path (serving.tokens); other protected paths (BentoML's "/", unknown
 # paths) take any valid token and answer what BentoML answers
 ENDPOINT_ROLES = {"/assess": "crm", "/records": "crm", "/telemetry": "crm", "/predict": "data-science",
-                  "/model_info": "data-science", "/reload": "operator", "/metrics": "operator"}
+                  "/model_info": "data-science", "/reload": "operator"}
 # the caller of the request being answered (set by the middleware, read by the endpoints with `caller()`);
 # a context variable reaches the endpoint's task and its worker threads without a bentoml.Context parameter
 _CALLER: ContextVar[Principal | None] = ContextVar("autopdm_caller", default=None)

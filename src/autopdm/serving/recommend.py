@@ -205,6 +205,7 @@ def work_orders(assessments: list[dict], vehicles: pd.DataFrame, created_at: str
             if not c["alert"]:
                 continue
             out.append({
+                "kind": "work_order",
                 "work_order_id": c["work_order_id"],
                 "vehicle_id": vin,
                 "customer_id": cust,

@@ -13,7 +13,7 @@ Roles and what they open (the service's map of endpoints to roles is `serving.au
 | `crm` | POST /assess, /records, /telemetry |
 | `advisor` | the advisor's pages (/ui) and the outcomes recorded there |
 | `data-science` | POST /predict, /model_info |
-| `operator` | POST /reload; the outbox, metrics and backups are the operator's commands on the host |
+| `operator` | POST /reload; the outbox and backups are the operator's commands on the host (/metrics is open) |
 """
 
 from __future__ import annotations
