@@ -7,7 +7,7 @@ export BENTOML_DO_NOT_TRACK := true
 export DO_NOT_TRACK := true
 export MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK := true
 
-.PHONY: demo test install chromium bench bench-scale bench-store bench-dask-parity mutation-check clean
+.PHONY: demo test install chromium bench bench-scale bench-store bench-model-quality bench-dask-parity mutation-check clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -30,14 +30,20 @@ chromium:
 	elif sudo -n true 2>/dev/null; then sudo -n apt-get update -qq && sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	else echo "chromium: missing and apt-get needs root; the /ui browser test will skip"; fi
 
+# two workers, one test file at a time each (module fixtures are built once); `pytest` alone runs in one process
 test: $(STAMP) chromium
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=25
 
 # The single-machine targets; bench-scale (2,000 and 10,000 vehicles, each step under 8 GB), bench-store
 # (100k files) and bench-dask-parity are separate.
 BENCHES := simulate obd can_import features train service reminders
 bench: $(STAMP)
 	for b in $(BENCHES); do echo "== benchmarks/bench_$$b.py"; $(BIN)/python benchmarks/bench_$$b.py || exit 1; done
+
+# Model quality against the baselines and the physical ceiling at the size the targets name:
+# 3 held-out fleets of 2,000 vehicles × 730 days (docs/model-quality.md; 400 vehicles by default)
+bench-model-quality: $(STAMP)
+	$(BIN)/python benchmarks/bench_model_quality.py --vehicles 2000 --days 730 --seeds 101,102,103
 
 bench-scale: $(STAMP)
 	$(BIN)/python benchmarks/bench_scale.py
