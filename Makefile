@@ -7,7 +7,7 @@ export BENTOML_DO_NOT_TRACK := true
 export DO_NOT_TRACK := true
 export MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK := true
 
-.PHONY: demo test install chromium bench bench-scale bench-store bench-model-quality bench-dask-parity mutation-check clean
+.PHONY: demo test test-all install chromium bench bench-scale bench-store bench-model-quality bench-dask-parity mutation-check clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -30,8 +30,12 @@ chromium:
 	elif sudo -n true 2>/dev/null; then sudo -n apt-get update -qq && sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	else echo "chromium: missing and apt-get needs root; the /ui browser test will skip"; fi
 
-# two workers, one test file at a time each (module fixtures are built once); `pytest` alone runs in one process
+# two workers, one test file at a time each (module fixtures are built once); `pytest` alone runs in one process.
+# CI runs `test`; `test-all` adds the heavy tests (minutes of training on larger fleets) — run it before a release.
 test: $(STAMP) chromium
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=25 -m "not heavy"
+
+test-all: $(STAMP) chromium
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=25
 
 # The single-machine targets; bench-scale (2,000 and 10,000 vehicles, each step under 8 GB), bench-store

@@ -74,6 +74,7 @@ def test_costs_come_from_the_settings_and_bad_ones_are_named(monkeypatch):
 MAX_SPREAD = {"brake": 1.5, "battery": 2.0, "tire": 2.5}
 
 
+@pytest.mark.heavy
 def test_retraining_with_another_split_seed_moves_the_alert_rate_by_little():
     """Three retrains of a small simulated fleet on three split seeds: each component's alert rate on its
     held-out test rows stays within its measured seed spread (`MAX_SPREAD`, max/min). The old rule (largest

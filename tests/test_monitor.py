@@ -80,6 +80,7 @@ def _max_score(r) -> str:
     return f"{r.current_end}: drift={r.drift}, max {c} {r.column_scores[c]:.2f}, share {r.drift_share:.2f}"
 
 
+@pytest.mark.heavy
 def test_season_is_not_drift_a_changed_fleet_is(home):
     """Trained on a gentle temperate fleet's year: none of its own twelve months is drift; a cold fleet and a hot
     fleet driven twice as hard are drift in the first 30-day window the monitor looks at."""

@@ -19,6 +19,7 @@ def _run(name: str, cwd: Path) -> nbformat.NotebookNode:
     return nb
 
 
+@pytest.mark.heavy
 def test_notebooks_execute(home, tmp_path, monkeypatch):
     nb_home = tmp_path / "nb"
     monkeypatch.setenv("AUTOPDM_NB_HOME", str(nb_home))

@@ -55,6 +55,7 @@ def _champion_trainings(home) -> dict[str, str]:
     return out
 
 
+@pytest.mark.heavy
 def test_two_trainings_wait_for_each_other(fleet_home, tmp_path):
     (a, out_a), (b, out_b) = _train_together(fleet_home, tmp_path)
     assert a.returncode == 0 and b.returncode == 0, out_a + out_b

@@ -28,7 +28,7 @@ from .conftest import CAROBD, ROOT
 from .procs import AUTOPDM, receiver_work_orders, start_receiver, stop
 from .service_fleet import home_env
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 EX = ROOT / "examples" / "crm"
 ETIOS = "9BRBL3HE5E0123456"  # the carOBD car (a 2014 Toyota Etios) in the example CRM export
 DAY = "2026-03-02"           # the day the workshop recorded it

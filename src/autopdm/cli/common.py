@@ -58,7 +58,7 @@ def progress() -> Progress:
 
 
 def fail(msg: str, code: int = 2) -> "typer.Exit":
-    console.print(f"[red]error:[/red] {escape(msg)}")
+    console.print(f"[red]error:[/red] {escape(msg)}", soft_wrap=True)  # one line, a path never cut in two
     return typer.Exit(code)
 
 
@@ -122,5 +122,5 @@ class ErrorHandlingGroup(TyperGroup):
             msg = storage_error(exc)
             if msg is None:
                 raise
-            console.print(f"[red]error:[/red] {escape(msg)}")
+            console.print(f"[red]error:[/red] {escape(msg)}", soft_wrap=True)  # one line, a path never cut in two
             raise typer.Exit(1) from None
