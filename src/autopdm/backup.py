@@ -87,8 +87,13 @@ def _copy_db(src: Path, dst: Path) -> dict[str, int]:
         source.close()
 
 
+def tables(con: sqlite3.Connection) -> list[str]:
+    """The database's own tables (not SQLite's)."""
+    return [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'")]
+
+
 def table_rows(con: sqlite3.Connection) -> dict[str, int]:
-    names = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'")]
+    names = tables(con)
     return {n: con.execute(f'SELECT COUNT(*) FROM "{n}"').fetchone()[0] for n in sorted(names)}
 
 
@@ -193,8 +198,7 @@ def _rehome(db: Path, old: str, new: str) -> None:
     """Absolute paths into the old home (MLflow's artifact locations) → the same paths in the new one."""
     con = sqlite3.connect(db)
     try:
-        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'")]
-        for t in tables:
+        for t in tables(con):
             cols = [r[1] for r in con.execute(f'PRAGMA table_info("{t}")') if "CHAR" in r[2].upper() or "TEXT" in r[2].upper()]
             for c in cols:
                 for prefix in ("file://", ""):
@@ -218,7 +222,3 @@ def _fsync_tree(root: Path) -> None:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def default_home() -> Path:
-    return Paths.from_env().home

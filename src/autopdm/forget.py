@@ -33,14 +33,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from autopdm.config import Paths
-from autopdm.ingest.crm import _lock as crm_lock
+from autopdm import store
+from autopdm.backup import SQLITE_MAGIC, tables
+from autopdm.ingest.crm import import_lock
 from autopdm.store import atomic_write_parquet
 from autopdm.schemas import is_vin
 from autopdm.serving import audit
 
 BLANK = "[forgotten]"
 LINE_SUFFIXES = (".jsonl", ".ndjson", ".csv", ".log", ".txt", ".open", ".seg", ".stored", ".acked")
-SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 class ForgetError(ValueError):
@@ -62,7 +63,9 @@ def forget(paths: Paths, vin: str) -> Result:
     res = Result(vin)
     keep = audit.db_path(paths).resolve()
     needle = vin.encode()
-    with crm_lock(paths):  # the records import lock: no import rewrites a table meanwhile
+    # the records import lock and the telemetry writers' (appends, compaction): nobody rewrites a table
+    # or recreates the car's partition meanwhile
+    with import_lock(paths), store.write_lock(paths, "samples"), store.write_lock(paths, "dtc_events"):
         for part in sorted(home.rglob(f"vehicle_id={vin}")):
             if part.is_dir():
                 shutil.rmtree(part)
@@ -73,7 +76,8 @@ def forget(paths: Paths, vin: str) -> Result:
             rel = str(path.relative_to(home))
             if path.name.endswith(("-wal", "-shm", "-journal", ".lock")):
                 continue
-            head = path.open("rb").read(16)
+            with open(path, "rb") as fh:
+                head = fh.read(16)
             if head == SQLITE_MAGIC:
                 n = _sqlite(path, vin)
             elif head[:4] == b"PAR1":
@@ -92,10 +96,13 @@ def forget(paths: Paths, vin: str) -> Result:
 
 def _atomic_write(path: Path, write) -> None:
     tmp = path.with_name(f".{path.name}.forget-tmp")
-    write(tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _parquet(path: Path, vin: str) -> int:
@@ -120,8 +127,8 @@ def _sqlite(path: Path, vin: str) -> int:
     n = 0
     try:
         con.execute("BEGIN IMMEDIATE")
-        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'")]
-        for t in tables:
+        names = tables(con)
+        for t in names:
             cols = [(r[1], r[2].upper()) for r in con.execute(f'PRAGMA table_info("{t}")')]
             if any(c == "vehicle_id" for c, _ in cols):
                 n += con.execute(f'DELETE FROM "{t}" WHERE vehicle_id = ?', (vin,)).rowcount

@@ -17,10 +17,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from autopdm.components import service_components
 from autopdm.config import Settings
-
-COMPONENTS = ("brake", "tire", "battery", "other")
-ACTIONS = ("replace", "inspect", "repair")
+from autopdm.schemas import SERVICE_ACTIONS as ACTIONS
 RULE_KEYS = ("every_km", "every_months", "from_age_years")
 
 
@@ -102,9 +101,10 @@ def parse(spec, source: str = "<schedules>") -> Schedules:
         kinds = []
         for i, k in enumerate(done):
             comp, _, act = str(k).partition("/")
-            if comp not in COMPONENTS or act not in ACTIONS:
+            comps = service_components()
+            if comp not in comps or act not in ACTIONS:
                 raise bad(f"{key}.done_by[{i}]", f"{k!r} is not component/action with component one of "
-                                                 f"{', '.join(COMPONENTS)} and action one of {', '.join(ACTIONS)}")
+                                                 f"{', '.join(comps)} and action one of {', '.join(ACTIONS)}")
             kinds.append((comp, act))
         meta[str(name)] = (text.strip(), tuple(kinds))
     scheds = spec.get("schedules")

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from autopdm.cli.common import fail, paths
+from autopdm.cli.common import clear_errors, fail, paths
 from autopdm.serving import audit
 from autopdm.serving.tokens import ROLES, TokenError, TokenStore, db_path
 
@@ -29,10 +29,8 @@ def register(app: typer.Typer) -> None:
         name: Optional[str] = typer.Option(None, "--name", help="what the token is for (shown by `token list`)"),
     ) -> None:
         """A new token. Its secret is printed once and stored only as a hash: keep it now."""
-        try:
+        with clear_errors(TokenError):
             tid, secret = TokenStore(db_path(paths())).create(role, dealer, name)
-        except TokenError as exc:
-            raise fail(str(exc)) from None
         scope = f"dealer {dealer}" if dealer else "every dealer"
         typer.echo(f"token {tid}: role {role}, {scope}; the secret below is shown once "
                    "(send it as Authorization: Bearer <secret>)")

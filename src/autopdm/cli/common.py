@@ -63,12 +63,12 @@ def fail(msg: str, code: int = 2) -> "typer.Exit":
 
 
 @contextlib.contextmanager
-def clear_errors(*types):
-    """Turn expected errors (bad input) into one clear line and exit 2, not a traceback."""
+def clear_errors(*types, code: int = 2):
+    """Turn expected errors into one clear line and exit `code` (2: bad input), not a traceback."""
     try:
         yield
     except types as exc:
-        raise fail(str(exc)) from None
+        raise fail(str(exc), code) from None
 
 
 # errors of the disk or its permissions, not of the program: one line, never a traceback

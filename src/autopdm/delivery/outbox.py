@@ -168,7 +168,7 @@ class Outbox:
         with self._con() as con:
             return con.execute(q, args).rowcount
 
-    def close_serviced(self, service_events, as_of: date | str | None = None) -> int:
+    def close_serviced(self, service_events, as_of: date | str | None = None, reason: str = "service event on") -> int:
         """Close open recommendations followed by a service event of the same component (dated on
         or before `as_of` when given). `service_events`: DataFrame with vehicle_id, component, date."""
         n = 0
@@ -188,7 +188,7 @@ class Outbox:
         for vin, comp, _ in open_rows:
             d = last.get((vin, comp))
             if d is not None:
-                n += self.close(vin, comp, reason=f"service event on {d}", before=d)
+                n += self.close(vin, comp, reason=f"{reason} {d}", before=d)
         return n
 
     # -- delivery ----------------------------------------------------------------------------

@@ -58,7 +58,7 @@ def missing_required(table: str, columns) -> list[str]:
     return [c for c in REQUIRED[table] if c not in have]
 
 
-def _lock(paths: Paths) -> filelock.FileLock:
+def import_lock(paths: Paths) -> filelock.FileLock:
     """One import at a time per home (CLI, service and simulator alike): an upsert reads, merges and
     replaces a table, and two at once would lose one's rows."""
     paths.records.mkdir(parents=True, exist_ok=True)
@@ -82,7 +82,7 @@ def import_records(frames: dict[str, pd.DataFrame], paths: Paths | None = None,
     if unknown:
         raise schemas.SchemaError(f"unknown records table(s) {sorted(unknown)}; expected some of {list(ORDER)}")
     out: dict[str, TableResult] = {}
-    with _lock(paths):
+    with import_lock(paths):
         vehicles = store.read_table("vehicles", paths)
         known = set(vehicles["vehicle_id"].astype(str))
         checks: tuple = ()

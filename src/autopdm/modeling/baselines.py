@@ -122,8 +122,14 @@ def advisor_days_to_limit(rows: pd.DataFrame, component: str) -> np.ndarray:
             r = np.where(np.isfinite(rate), rate, fleet)
             now = sign * (level - lim.need) - r * np.nan_to_num(use, nan=0.0)
             days.append(np.where(np.isfinite(now) & (r > 0), now / (r * per_day), np.nan))
-    a = np.vstack(days)
-    a = np.where(np.isfinite(a), a, -np.inf if comp.need_when == "all" else np.inf)
+    return part_level(comp, days)
+
+
+def part_level(comp: Component, signed: list[np.ndarray]) -> np.ndarray:
+    """Signed per-position levels (lower = worse) into the part's, as its need combines positions: the
+    worst position ("any"), or the best ("all")."""
+    a = np.vstack(signed)
+    a = np.where(np.isfinite(a), a, np.inf if comp.need_when == "any" else -np.inf)
     out = a.min(axis=0) if comp.need_when == "any" else a.max(axis=0)
     return np.where(np.isfinite(out), out, np.nan)
 

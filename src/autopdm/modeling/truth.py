@@ -26,11 +26,10 @@ import numpy as np
 import pandas as pd
 
 from autopdm import components, store
-from autopdm.components import Component
 from autopdm.config import Paths
-from autopdm.modeling.baselines import km_per_day, last_readings, use_since_fitting
+from autopdm.modeling.baselines import km_per_day, last_readings, part_level, use_since_fitting
 from autopdm.pipeline.features import EARLY_WARNING, HORIZON_DAYS
-from autopdm.pipeline.part_state import _phi as phi   # the normal distribution function, defined once
+from autopdm.pipeline.part_state import phi   # the normal distribution function, defined once
 
 TABLE = "true_state"
 
@@ -87,15 +86,6 @@ def read_true_state(paths: Paths, component: str) -> TrueState | None:
                                                 "wear_per_1000km", "wear_per_use"],
                          filters=[("component", "==", component)])
     return TrueState.from_table(t, component)
-
-
-def part_level(comp: Component, signed: list[np.ndarray]) -> np.ndarray:
-    """Signed per-position levels (lower = worse) into the part's, as its need combines positions: the
-    worst position ("any"), or the best ("all")."""
-    a = np.vstack(signed)
-    a = np.where(np.isfinite(a), a, np.inf if comp.need_when == "any" else -np.inf)
-    out = a.min(axis=0) if comp.need_when == "any" else a.max(axis=0)
-    return np.where(np.isfinite(out), out, np.nan)
 
 
 def ceiling_score(rows: pd.DataFrame, component: str, truth: TrueState, horizon: int = HORIZON_DAYS) -> np.ndarray:

@@ -327,7 +327,7 @@ def _position_state(ctx: Context, comp: Component, pos: str, r: pd.DataFrame, pa
     return {"x": base_x - sign * rate * u, "P": base_P + u * u * var, "rate": rate, "var": var, "per_day": per_day}
 
 
-def _phi(x: np.ndarray) -> np.ndarray:
+def phi(x: np.ndarray) -> np.ndarray:
     """The standard normal distribution function (Abramowitz & Stegun 7.1.26, error < 1.5e-7)."""
     z = np.abs(x) / np.sqrt(2.0)
     t = 1.0 / (1.0 + 0.3275911 * z)
@@ -347,7 +347,7 @@ def _outlook(comp: Component, s: dict[str, np.ndarray]) -> dict[str, np.ndarray]
         days, p10 = np.where(np.isnan(margin), np.nan, days), np.where(np.isnan(sd), np.nan, p10)
         m15 = margin - speed * HORIZON_DAYS
         sd15 = np.sqrt(s["P"] + (s["per_day"] * HORIZON_DAYS) ** 2 * s["var"])
-        p = _phi(-m15 / sd15)
+        p = phi(-m15 / sd15)
     return {"margin": margin, "days": np.clip(days, 0, MAX_DAYS), "p10": np.clip(p10, 0, MAX_DAYS), "p": p}
 
 

@@ -168,16 +168,7 @@ def close_done(ob: outbox.Outbox, service_events: pd.DataFrame, as_of, scheds: s
         for k in rule.done_by:
             kinds.setdefault(k, set()).add(rule.service)
     ev = service_events.assign(date=pd.to_datetime(service_events["date"]).dt.date)
-    ev = ev[ev["date"] <= as_of]
-    last: dict[tuple[str, str], date] = {}
-    for vin, comp, act, d in zip(ev["vehicle_id"], ev["component"], ev["action"], ev["date"]):
-        for svc in kinds.get((comp, act), ()):
-            key = (str(vin), slot(svc))
-            if d > last.get(key, date.min):
-                last[key] = d
-    n = 0
-    for vin, comp in ob.open_keys("0001-01-01"):   # few open rows; one UPDATE each
-        d = last.get((vin, comp)) if comp.startswith(KIND + ":") else None
-        if d is not None:
-            n += ob.close(vin, comp, reason=f"service done on {d.isoformat()}", before=d.isoformat())
-    return n
+    # each record as the reminder slots of the services it counts as done, closed as work orders are
+    done = [(str(v), slot(svc), d.isoformat()) for v, c, a, d in zip(ev["vehicle_id"], ev["component"], ev["action"], ev["date"])
+            for svc in kinds.get((c, a), ())]
+    return ob.close_serviced(pd.DataFrame(done, columns=["vehicle_id", "component", "date"]), as_of, reason="service done on")

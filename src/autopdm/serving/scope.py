@@ -43,9 +43,7 @@ class DealerMap:
             return self._map
 
     def visible(self, principal: Principal | None, vehicle_id: str) -> bool:
-        if principal is None or principal.dealer is None:
-            return True
-        return self.current().get(vehicle_id) == principal.dealer
+        return not self.hidden(principal, (vehicle_id,))
 
     def hidden(self, principal: Principal | None, vehicle_ids: Iterable[str]) -> set[str]:
         """The vehicles among `vehicle_ids` that `principal` may not see."""
@@ -53,6 +51,3 @@ class DealerMap:
             return set()
         m = self.current()
         return {v for v in vehicle_ids if m.get(v) != principal.dealer}
-
-    def of_dealer(self, dealer: str) -> set[str]:
-        return {v for v, d in self.current().items() if d == dealer}

@@ -122,19 +122,17 @@ class TokenStore:
 
     def lookup(self, secret: str) -> Principal | None:
         """The principal of a token secret that exists and is not revoked."""
-        if not secret.startswith(SECRET_PREFIX) or not self.path.exists():
-            return None
-        with self._lock:
-            row = self._connect().execute("SELECT id, role, dealer FROM tokens WHERE digest=? AND revoked_at IS NULL",
-                                          (_digest(secret),)).fetchone()
-        return Principal(row[0], frozenset({row[1]}), row[2]) if row else None
+        return self._active("digest", _digest(secret)) if secret.startswith(SECRET_PREFIX) else None
 
     def by_id(self, tid: str) -> Principal | None:
-        if not tid.startswith("tok_") or not self.path.exists():
+        return self._active("id", tid) if tid.startswith("tok_") else None
+
+    def _active(self, column: str, value: str) -> Principal | None:
+        if not self.path.exists():
             return None
         with self._lock:
-            row = self._connect().execute("SELECT id, role, dealer FROM tokens WHERE id=? AND revoked_at IS NULL",
-                                          (tid,)).fetchone()
+            row = self._connect().execute(f"SELECT id, role, dealer FROM tokens WHERE {column}=? AND revoked_at IS NULL",
+                                          (value,)).fetchone()
         return Principal(row[0], frozenset({row[1]}), row[2]) if row else None
 
     def active(self) -> bool:

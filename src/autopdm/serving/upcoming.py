@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import OrderedDict
 from datetime import date
 
 from autopdm import schedules, store
 from autopdm.config import Paths
 from autopdm.pipeline import odometer as od
 from autopdm.pipeline import reminders
+from autopdm.serving.feature_index import LRU
 
 HORIZON_DAYS = 30      # services due within this many days are shown (a reminder goes out at LEAD_DAYS)
 CACHE = 20_000
@@ -27,28 +27,24 @@ class Upcoming:
     def __init__(self, paths: Paths) -> None:
         vehicles = store.read_table("vehicles", paths)
         self.vehicles = {str(r["vehicle_id"]): r for r in vehicles.drop_duplicates("vehicle_id").to_dict("records")}
-        self.events = schedules.event_lists(store.read_table("service_events", paths))
+        events = store.read_table("service_events", paths)
+        self.events = schedules.event_lists(events)
+        self.odometers = od.service_odometers(events)  # as the scoring run reads them (one per day: the highest)
         trips = store.read_table("trips", paths, columns=["vehicle_id", "start_ts", "distance_km", "odometer_end_km"])
         self.driving = od.daily_driving(trips)
         self.schedules = schedules.load()
-        self._cache: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
+        self._cache = LRU(CACHE)
 
     def due(self, vehicle_id: str, day: date) -> list[dict]:
         """Every service of the car's schedule with its due date (soonest first)."""
         key = (vehicle_id, day)
-        with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None:
-                self._cache.move_to_end(key)
-                return hit
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
         ev = self.events.get(vehicle_id)
-        fc = od.forecast(self.driving.get(vehicle_id), day, [(d, km) for d, _, _, km in ev or ()], vehicle_id=vehicle_id)
+        fc = od.forecast(self.driving.get(vehicle_id), day, self.odometers.get(vehicle_id), vehicle_id=vehicle_id)
         out = reminders.due_services(self.vehicles.get(vehicle_id, {}), ev, fc, day, self.schedules)
-        with self._lock:
-            self._cache[key] = out
-            if len(self._cache) > CACHE:
-                self._cache.popitem(last=False)
+        self._cache.put_many([(key, out)])
         return out
 
     def upcoming(self, vehicle_id: str, day: date, horizon_days: int = HORIZON_DAYS) -> list[dict]:

@@ -1158,7 +1158,7 @@ def write_fleet(fleet: Fleet, paths: Paths) -> None:
     """
     paths.ensure()
     recorded, old_sim_v = _previous_trips(paths)
-    keep_v = _write_records(fleet, paths, recorded, old_sim_v)
+    keep_v = _write_records(fleet, paths, set(recorded["vehicle_id"]), old_sim_v)
     store.write_table(pd.concat([recorded, fleet.trips], ignore_index=True) if len(recorded) else fleet.trips, "trips", paths)
     _write_rest(fleet, paths, old_sim_v - keep_v)
 
@@ -1197,6 +1197,7 @@ def simulate_to_store(paths: Paths, n_vehicles: int, days: int, seed: int, clima
     try:
         if len(recorded):  # first, as write_fleet puts them
             put(recorded)
+        recorded_v = set(recorded["vehicle_id"])
         del recorded
         fleet = _simulate(n_vehicles, days, seed, climate, aggressiveness, raw_vehicles, start, progress, trips_sink=sink)
         if "w" not in out:
@@ -1204,7 +1205,7 @@ def simulate_to_store(paths: Paths, n_vehicles: int, days: int, seed: int, clima
         out["w"].close()
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
-        keep_v = _write_records(fleet, paths, None, old_sim_v)
+        keep_v = _write_records(fleet, paths, recorded_v, old_sim_v)
         os.replace(tmp, target)
         _write_rest(fleet, paths, old_sim_v - keep_v)
     finally:
@@ -1228,12 +1229,10 @@ def _previous_trips(paths: Paths) -> tuple[pd.DataFrame, set[str]]:
     return pq.read_table(path, filters=not_sim).to_pandas(), old_sim_v
 
 
-def _write_records(fleet: Fleet, paths: Paths, recorded: pd.DataFrame | None, old_sim_v: set[str]) -> set[str]:
+def _write_records(fleet: Fleet, paths: Paths, recorded_v: set[str], old_sim_v: set[str]) -> set[str]:
     """The workshop's records of the fleet, after forgetting earlier simulated vehicles'. Returns the
-    recorded vehicles whose records are kept."""
-    if recorded is None:
-        recorded, _ = _previous_trips(paths)
-    keep_v = set(recorded["vehicle_id"]) - set(fleet.vehicles["vehicle_id"])
+    recorded vehicles (`recorded_v`: those with non-simulated trips) whose records are kept."""
+    keep_v = recorded_v - set(fleet.vehicles["vehicle_id"])
     _forget_records(paths, (old_sim_v | set(fleet.vehicles["vehicle_id"])) - keep_v)
     res = import_records({"vehicles": fleet.vehicles, "service_events": fleet.service_events,
                           "inspections": fleet.inspections}, paths, origin="simulate")
